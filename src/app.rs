@@ -1,0 +1,79 @@
+//! The HTML shell, the root component and the routes.
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::{
+    StaticSegment,
+    components::{Route, Router, Routes},
+};
+
+use crate::components::layout::Layout;
+
+/// The document around the app: rendered on the server only, with the
+/// hydration scripts that load the WASM bundle.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The root component: metadata, stylesheet and routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/knock.css" />
+        <Title text="Knock" />
+        <Router>
+            <Layout>
+                <Routes fallback=NotFound>
+                    <Route path=StaticSegment("") view=HomePage />
+                </Routes>
+            </Layout>
+        </Router>
+    }
+}
+
+/// `/`: the welcome pane beside the sidebar.
+#[component]
+fn HomePage() -> impl IntoView {
+    view! {
+        <section class="welcome" aria-labelledby="welcome-title">
+            <h1 id="welcome-title">"Every conversation starts with a knock"</h1>
+            <p>
+                "Pick someone from the sidebar and knock. "
+                "Once they accept, the conversation opens for both of you."
+            </p>
+        </section>
+    }
+}
+
+/// Any unknown path: a 404 with a way back.
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <section class="welcome">
+            <h1>"Page not found"</h1>
+            <p>
+                <a href="/">"Back to Knock"</a>
+            </p>
+        </section>
+    }
+}

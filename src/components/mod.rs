@@ -1,0 +1,3 @@
+//! UI shared by several parts of Knock.
+
+pub mod layout;

@@ -1,0 +1,18 @@
+//! Knock: one-to-one chat in which every conversation starts with a knock.
+//!
+//! The crate builds twice: with `ssr` as the server (see `main.rs` and
+//! [`server`]), and with `hydrate` as the WASM bundle that makes the
+//! server-rendered pages interactive ([`hydrate`]).
+
+pub mod app;
+pub mod components;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// The WASM entry point: hydrates the server-rendered `<body>`.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

@@ -1,0 +1,259 @@
+//! Typed settings: `Leptos.toml`, then `.env`, then the environment.
+//!
+//! `Leptos.toml` holds the Leptos options the server needs when it runs
+//! without cargo-leptos (`[leptos]`, the keys of [`LeptosOptions`]) and
+//! Knock's own settings (`[knock]`). Environment variables win over the file:
+//! `LEPTOS_*` for Leptos options (`LEPTOS_SITE_ADDR`, `LEPTOS_ENV`, …),
+//! `DATABASE_URL` and `KNOCK_*` for Knock's. The names of the files that
+//! cargo-leptos builds (`output-name`, `site-root`, `site-pkg-dir`) come from
+//! `[package.metadata.leptos]` in `Cargo.toml`, which cargo-leptos passes to
+//! the compiler, so no value is written in both files.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use leptos::config::LeptosOptions;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::postgres::PgConnectOptions;
+
+/// The path of the settings file, relative to the working directory.
+pub const SETTINGS_FILE: &str = "Leptos.toml";
+
+/// A setting that is missing or malformed. Its `Display` is one line that
+/// names the setting, fit to print before exiting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable holds a value of the wrong shape.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// `DATABASE_URL` is set but is not a Postgres URL.
+    #[error("invalid setting DATABASE_URL: {0}")]
+    DatabaseUrl(String),
+}
+
+/// Every setting the server reads at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Leptos's own options (site address, output names, environment).
+    pub leptos: LeptosOptions,
+    /// Knock's settings.
+    pub knock: KnockSettings,
+}
+
+/// Knock's own settings, the `[knock]` table of `Leptos.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnockSettings {
+    /// `DATABASE_URL`: the Postgres server to use. Unset: Knock runs its own
+    /// cluster in [`Self::data_dir`] (see [`crate::server::embedded_postgres`]).
+    #[serde(default)]
+    pub database_url: Option<SecretString>,
+    /// `KNOCK_DATA_DIR` (default `./data`): where Knock keeps its embedded
+    /// Postgres cluster and its keys.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `KNOCK_REQUEST_TIMEOUT_SECS` (default 30): the longest a request may
+    /// take to produce its response head, in seconds; later it gets 408.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// `KNOCK_BODY_LIMIT_BYTES` (default 1 MiB): the largest request body
+    /// accepted, in bytes; larger bodies get 413.
+    #[serde(default = "default_body_limit_bytes")]
+    pub body_limit_bytes: usize,
+    /// `KNOCK_SHUTDOWN_GRACE_SECS` (default 10): on SIGINT or SIGTERM, how
+    /// long open requests may run on before the server stops, in seconds.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_request_timeout_secs() -> u64 {
+    30
+}
+fn default_body_limit_bytes() -> usize {
+    1024 * 1024
+}
+fn default_shutdown_grace_secs() -> u64 {
+    10
+}
+
+/// Knock's environment variables and the `[knock]` keys they set.
+const KNOCK_ENV: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database_url"),
+    ("KNOCK_DATA_DIR", "data_dir"),
+    ("KNOCK_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
+    ("KNOCK_BODY_LIMIT_BYTES", "body_limit_bytes"),
+    ("KNOCK_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+];
+
+impl Settings {
+    /// Reads `.env` (if present), [`SETTINGS_FILE`] (if present) and the
+    /// environment, in rising order of precedence.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first setting that is malformed.
+    pub fn load() -> Result<Self, ConfigError> {
+        // `.env` only fills variables the environment does not already set.
+        let _ = dotenvy::dotenv();
+        Self::from_figment(
+            Self::defaults()
+                .merge(Toml::file(SETTINGS_FILE))
+                .merge(Self::environment()),
+        )
+    }
+
+    /// The built-in defaults: the names cargo-leptos compiled in.
+    pub fn defaults() -> Figment {
+        Figment::new()
+            .merge(Serialized::default(
+                "leptos.output-name",
+                option_env!("LEPTOS_OUTPUT_NAME").unwrap_or(env!("CARGO_PKG_NAME")),
+            ))
+            .merge(Serialized::default(
+                "leptos.site-root",
+                option_env!("LEPTOS_SITE_ROOT").unwrap_or("target/site"),
+            ))
+            .merge(Serialized::default(
+                "leptos.site-pkg-dir",
+                option_env!("LEPTOS_SITE_PKG_DIR").unwrap_or("pkg"),
+            ))
+            .merge(Serialized::default("knock", serde_json::json!({})))
+    }
+
+    /// The environment as a settings source: `LEPTOS_*` into `[leptos]`
+    /// (`LEPTOS_SITE_ADDR` → `site-addr`), Knock's variables into `[knock]`.
+    pub fn environment() -> Figment {
+        Figment::new()
+            .merge(
+                Env::prefixed("LEPTOS_")
+                    .map(|key| format!("leptos.{}", key.as_str().replace('_', "-")).into()),
+            )
+            .merge(Env::raw().filter_map(|key| {
+                KNOCK_ENV
+                    .iter()
+                    .find(|(var, _)| key.as_str().eq_ignore_ascii_case(var))
+                    .map(|(_, setting)| format!("knock.{setting}").into())
+            }))
+    }
+
+    /// Extracts and checks settings from any figment (tests build their own).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first setting that is malformed.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let leptos: LeptosOptions = figment
+            .extract_inner("leptos")
+            .map_err(|e| ConfigError::Invalid(one_line(e)))?;
+        let knock: KnockSettings = figment
+            .extract_inner("knock")
+            .map_err(|e| ConfigError::Invalid(one_line(e)))?;
+        if let Some(url) = &knock.database_url {
+            url.expose_secret()
+                .parse::<PgConnectOptions>()
+                .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
+        }
+        Ok(Self { leptos, knock })
+    }
+
+    /// The address the server listens on (`LEPTOS_SITE_ADDR`).
+    pub fn site_addr(&self) -> SocketAddr {
+        self.leptos.site_addr
+    }
+}
+
+impl KnockSettings {
+    /// [`Self::request_timeout_secs`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// [`Self::shutdown_grace_secs`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The parsed `DATABASE_URL`, if one is set (checked by [`Settings::load`]).
+    pub fn database_options(&self) -> Option<PgConnectOptions> {
+        self.database_url
+            .as_ref()
+            .and_then(|url| url.expose_secret().parse().ok())
+    }
+}
+
+/// Figment errors can hold several lines; start-up prints exactly one.
+fn one_line(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .next()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                SETTINGS_FILE,
+                "[leptos]\nsite-addr = \"127.0.0.1:4000\"\n[knock]\ndata_dir = \"from-file\"\n",
+            )?;
+            jail.set_env("KNOCK_DATA_DIR", "from-env");
+            let settings = Settings::from_figment(
+                Settings::defaults()
+                    .merge(Toml::file(SETTINGS_FILE))
+                    .merge(Settings::environment()),
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(settings.knock.data_dir, PathBuf::from("from-env"));
+            assert_eq!(settings.site_addr().port(), 4000);
+            jail.set_env("LEPTOS_SITE_ADDR", "127.0.0.1:5000");
+            let settings = Settings::from_figment(
+                Settings::defaults()
+                    .merge(Toml::file(SETTINGS_FILE))
+                    .merge(Settings::environment()),
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(settings.site_addr().port(), 5000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_malformed_setting_is_named_in_one_line() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KNOCK_BODY_LIMIT_BYTES", "lots");
+            let error = Settings::from_figment(Settings::defaults().merge(Settings::environment()))
+                .expect_err("a word is not a byte count");
+            let line = error.to_string();
+            assert!(line.contains("body_limit_bytes"), "{line}");
+            assert!(!line.contains('\n'));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_database_url_that_is_not_postgres_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "mysql://nope");
+            let error = Settings::from_figment(Settings::defaults().merge(Settings::environment()))
+                .expect_err("not a Postgres URL");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("invalid setting DATABASE_URL")
+            );
+            Ok(())
+        });
+    }
+}

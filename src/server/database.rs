@@ -1,0 +1,87 @@
+//! The connection pool and the schema: which Postgres to use, and the
+//! migrations in `migrations/`, applied at start-up.
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+use super::{
+    config::KnockSettings,
+    embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError},
+};
+
+/// The migrations in `migrations/`, compiled into the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why the database is not usable; start-up stops on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// The embedded cluster could not be started.
+    #[error("embedded Postgres: {0}")]
+    Embedded(#[from] EmbeddedPostgresError),
+    /// The server could not be reached.
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed; the schema is left as the failed migration's
+    /// transaction found it.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The database Knock runs on: the pool, and the embedded cluster when
+/// Knock started one (stop it after the server has drained).
+#[derive(Debug)]
+pub struct Database {
+    /// The pool every request shares.
+    pub pool: PgPool,
+    /// The embedded cluster, when `DATABASE_URL` was unset.
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `DATABASE_URL`, or starts the embedded cluster in
+    /// `KNOCK_DATA_DIR` when it is unset, then applies pending migrations.
+    ///
+    /// # Errors
+    /// [`DatabaseError`] with the cause. An embedded cluster that started is
+    /// stopped again before a connection or migration error is returned.
+    pub async fn connect(settings: &KnockSettings) -> Result<Self, DatabaseError> {
+        let (options, embedded) = match settings.database_options() {
+            Some(options) => (options, None),
+            None => {
+                let cluster = EmbeddedPostgres::start(&settings.data_dir).await?;
+                (cluster.connect_options(), Some(cluster))
+            }
+        };
+        let ready = async {
+            let pool = PgPoolOptions::new()
+                .max_connections(20)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect_with(options)
+                .await
+                .map_err(DatabaseError::Connect)?;
+            MIGRATOR.run(&pool).await?;
+            Ok::<_, DatabaseError>(pool)
+        }
+        .await;
+        match ready {
+            Ok(pool) => Ok(Self { pool, embedded }),
+            Err(error) => {
+                if let Some(cluster) = embedded {
+                    if let Err(stop) = cluster.stop().await {
+                        tracing::error!(error = %stop, "could not stop embedded Postgres");
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Closes the pool and stops the embedded cluster, if any.
+    pub async fn shutdown(self) {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded {
+            if let Err(error) = cluster.stop().await {
+                tracing::error!(%error, "could not stop embedded Postgres");
+            }
+        }
+    }
+}

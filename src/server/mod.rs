@@ -1,0 +1,10 @@
+//! The server side: settings, database, state, routes and start-up.
+//! Compiled only with the `ssr` feature.
+
+pub mod config;
+pub mod database;
+pub mod embedded_postgres;
+pub mod health;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

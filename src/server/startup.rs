@@ -1,0 +1,187 @@
+//! Start-up: database, router with its layers, listener, graceful shutdown.
+//! `main` and the integration tests both start Knock through [`Application`].
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use axum::{Router, http::StatusCode, routing::get};
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::{
+    compression::{
+        CompressionLayer,
+        predicate::{NotForContentType, Predicate, SizeAbove},
+    },
+    limit::RequestBodyLimitLayer,
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use super::{
+    config::{KnockSettings, Settings},
+    database::{Database, DatabaseError},
+    health,
+    state::AppState,
+};
+use crate::app::{App, shell};
+
+/// Why Knock could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be started, reached or migrated.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `LEPTOS_SITE_ADDR`.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A Knock server that is bound and connected but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    database: Database,
+    grace: Duration,
+}
+
+impl Application {
+    /// Connects the database (starting the embedded cluster when
+    /// `DATABASE_URL` is unset), applies migrations, builds the router and
+    /// binds `LEPTOS_SITE_ADDR` (port 0 picks a free port; see
+    /// [`Self::local_addr`]).
+    ///
+    /// # Errors
+    /// [`StartupError`] naming what failed.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let database = Database::connect(&settings.knock).await?;
+        let addr = settings.site_addr();
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                database.shutdown().await;
+                return Err(StartupError::Bind { addr, source });
+            }
+        };
+        let state = AppState {
+            leptos_options: settings.leptos.clone(),
+            pool: database.pool.clone(),
+        };
+        Ok(Self {
+            listener,
+            router: router(state, &settings.knock),
+            database,
+            grace: settings.knock.shutdown_grace(),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The shared pool (tests inspect the database through it).
+    pub fn pool(&self) -> sqlx::PgPool {
+        self.database.pool.clone()
+    }
+
+    /// Serves until `shutdown` completes, then lets open requests finish for
+    /// up to `KNOCK_SHUTDOWN_GRACE_SECS`, closes the pool and stops the
+    /// embedded cluster.
+    ///
+    /// # Errors
+    /// The listener's I/O error, if serving fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            router,
+            database,
+            grace,
+        } = self;
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining open requests");
+                stopping.notify_one();
+            }
+        };
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .into_future();
+        let deadline = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            result = server => result,
+            () = deadline => {
+                tracing::warn!(?grace, "shutdown grace elapsed; closing open connections");
+                Ok(())
+            }
+        };
+        database.shutdown().await;
+        result
+    }
+}
+
+/// The whole HTTP surface with its layers: `/healthz`, the server functions
+/// and pages of the Leptos app, and the static files of `site-root`.
+pub fn router(state: AppState, settings: &KnockSettings) -> Router {
+    let routes = generate_route_list(App);
+    let leptos_options = state.leptos_options.clone();
+    // WASM is served as it is: cargo-leptos already optimised it, and small
+    // responses are not worth a compressor.
+    let compress = SizeAbove::new(256).and(NotForContentType::const_new("application/wasm"));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .leptos_routes_with_context(&state, routes, || (), move || shell(leptos_options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    settings.request_timeout(),
+                ))
+                .layer(CompressionLayer::new().compress_when(compress)),
+        )
+        .with_state(state)
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
