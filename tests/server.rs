@@ -128,7 +128,7 @@ fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
     let (ok, stderr) = run_knock(&[("KNOCK_REQUEST_TIMEOUT_SECS", "soon")]);
     assert!(!ok);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("request_timeout_secs"), "{stderr}");
+    assert!(stderr.contains("KNOCK_REQUEST_TIMEOUT_SECS"), "{stderr}");
 }
 
 #[test]

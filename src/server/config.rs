@@ -147,15 +147,22 @@ impl Settings {
     /// # Errors
     /// [`ConfigError`] naming the first setting that is malformed.
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let leptos: LeptosOptions = figment
-            .extract_inner("leptos")
-            .map_err(|e| ConfigError::Invalid(one_line(e)))?;
-        let knock: KnockSettings = figment
-            .extract_inner("knock")
-            .map_err(|e| ConfigError::Invalid(one_line(e)))?;
+        #[derive(Deserialize)]
+        struct Both {
+            leptos: LeptosOptions,
+            knock: KnockSettings,
+        }
+        let Both { leptos, knock } = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
         if let Some(url) = &knock.database_url {
-            url.expose_secret()
-                .parse::<PgConnectOptions>()
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::DatabaseUrl(
+                    "expected a postgres:// or postgresql:// URL".into(),
+                ));
+            }
+            url.parse::<PgConnectOptions>()
                 .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
         }
         Ok(Self { leptos, knock })
@@ -186,14 +193,30 @@ impl KnockSettings {
     }
 }
 
-/// Figment errors can hold several lines; start-up prints exactly one.
-fn one_line(error: figment::Error) -> String {
-    error
-        .into_iter()
-        .next()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
-        .replace('\n', " ")
+/// One line naming the setting as the operator wrote it: the environment
+/// variable when it is set (it wins), else the key and table of the file.
+fn describe(error: figment::Error) -> String {
+    let Some(error) = error.into_iter().next() else {
+        return "unknown error".into();
+    };
+    let env_var = match error.path.as_slice() {
+        [table, key] if table == "knock" => KNOCK_ENV
+            .iter()
+            .find(|(_, setting)| setting == key)
+            .map(|(var, _)| (*var).to_owned()),
+        [table, key] if table == "leptos" => {
+            Some(format!("LEPTOS_{}", key.replace('-', "_").to_uppercase()))
+        }
+        _ => None,
+    };
+    let name = match (env_var, error.path.split_first()) {
+        (Some(var), _) if std::env::var_os(&var).is_some() => var,
+        (_, Some((table, rest))) if !rest.is_empty() => {
+            format!("{} in [{table}] of {SETTINGS_FILE}", rest.join("."))
+        }
+        _ => SETTINGS_FILE.to_owned(),
+    };
+    format!("{name}: {}", error.kind).replace('\n', " ")
 }
 
 #[cfg(test)]
@@ -236,8 +259,24 @@ mod tests {
             let error = Settings::from_figment(Settings::defaults().merge(Settings::environment()))
                 .expect_err("a word is not a byte count");
             let line = error.to_string();
-            assert!(line.contains("body_limit_bytes"), "{line}");
+            assert!(line.contains("KNOCK_BODY_LIMIT_BYTES"), "{line}");
             assert!(!line.contains('\n'));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_malformed_file_setting_names_its_key_and_table() {
+        Jail::expect_with(|jail| {
+            jail.create_file(SETTINGS_FILE, "[knock]\nshutdown_grace_secs = \"later\"\n")?;
+            let error =
+                Settings::from_figment(Settings::defaults().merge(Toml::file(SETTINGS_FILE)))
+                    .expect_err("a word is not a number of seconds");
+            let line = error.to_string();
+            assert!(
+                line.contains("shutdown_grace_secs in [knock] of Leptos.toml"),
+                "{line}"
+            );
             Ok(())
         });
     }
