@@ -65,10 +65,10 @@ impl Database {
         match ready {
             Ok(pool) => Ok(Self { pool, embedded }),
             Err(error) => {
-                if let Some(cluster) = embedded {
-                    if let Err(stop) = cluster.stop().await {
-                        tracing::error!(error = %stop, "could not stop embedded Postgres");
-                    }
+                if let Some(cluster) = embedded
+                    && let Err(stop) = cluster.stop().await
+                {
+                    tracing::error!(error = %stop, "could not stop embedded Postgres");
                 }
                 Err(error)
             }
@@ -78,10 +78,10 @@ impl Database {
     /// Closes the pool and stops the embedded cluster, if any.
     pub async fn shutdown(self) {
         self.pool.close().await;
-        if let Some(cluster) = self.embedded {
-            if let Err(error) = cluster.stop().await {
-                tracing::error!(%error, "could not stop embedded Postgres");
-            }
+        if let Some(cluster) = self.embedded
+            && let Err(error) = cluster.stop().await
+        {
+            tracing::error!(%error, "could not stop embedded Postgres");
         }
     }
 }
