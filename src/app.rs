@@ -7,7 +7,10 @@ use leptos_router::{
     components::{Route, Router, Routes},
 };
 
-use crate::components::layout::Layout;
+use crate::{
+    auth::components::{SignInPage, provide_session},
+    components::layout::Layout,
+};
 
 /// The document around the app: rendered on the server only, with the
 /// hydration scripts that load the WASM bundle.
@@ -34,6 +37,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    provide_session();
     view! {
         <Stylesheet id="leptos" href="/pkg/knock.css" />
         <Title text="Knock" />
@@ -41,6 +45,7 @@ pub fn App() -> impl IntoView {
             <Layout>
                 <Routes fallback=NotFound>
                     <Route path=StaticSegment("") view=HomePage />
+                    <Route path=StaticSegment("sign-in") view=SignInPage />
                 </Routes>
             </Layout>
         </Router>

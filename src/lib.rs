@@ -5,9 +5,14 @@
 //! server-rendered pages interactive ([`hydrate`]).
 
 pub mod app;
+pub mod auth;
 pub mod components;
+pub mod error;
 #[cfg(feature = "ssr")]
 pub mod server;
+pub mod users;
+#[cfg(feature = "ssr")]
+pub mod webhooks;
 
 /// The WASM entry point: hydrates the server-rendered `<body>`.
 #[cfg(feature = "hydrate")]

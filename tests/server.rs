@@ -2,42 +2,21 @@
 //! start-up refusing bad settings and failed migrations.
 #![cfg(feature = "ssr")]
 
+mod common;
+
 use axum::{
     body::Body,
     http::{Request, StatusCode, header},
 };
-use figment::providers::Serialized;
-use http_body_util::BodyExt;
-use knock::server::{config::Settings, startup::router, state::AppState};
 use sqlx::{
     ConnectOptions, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tower::ServiceExt;
-
-fn settings() -> Settings {
-    Settings::from_figment(
-        Settings::defaults().merge(Serialized::default("knock.body_limit_bytes", 4096)),
-    )
-    .expect("test settings")
-}
 
 async fn get(pool: &PgPool, uri: &str) -> (StatusCode, String) {
-    let settings = settings();
-    let app = router(
-        AppState {
-            leptos_options: settings.leptos.clone(),
-            pool: pool.clone(),
-        },
-        &settings.knock,
-    );
-    let response = app
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let request = Request::get(uri).body(Body::empty()).unwrap();
+    let reply = common::send(common::state(pool), request).await;
+    (reply.status, reply.body)
 }
 
 #[sqlx::test]
@@ -89,21 +68,13 @@ async fn an_unknown_page_is_404(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_body_over_the_limit_is_413(pool: PgPool) {
-    let settings = settings();
-    let app = router(
-        AppState {
-            leptos_options: settings.leptos.clone(),
-            pool,
-        },
-        &settings.knock,
-    );
     let request = Request::post("/api/anything")
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_LENGTH, 5000)
         .body(Body::from(vec![b' '; 5000]))
         .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let reply = common::send(common::state(&pool), request).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 /// Runs the real binary with `env` and returns (exit success, stderr).

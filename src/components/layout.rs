@@ -2,6 +2,8 @@
 
 use leptos::prelude::*;
 
+use crate::auth::components::UserMenu;
+
 /// The sidebar / main-pane layout every page sits in.
 ///
 /// The **Menu** button shows and hides the sidebar (on a phone the sidebar
@@ -31,6 +33,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                 <a class="brand" href="/">
                     "Knock"
                 </a>
+                <UserMenu />
             </header>
             <aside
                 id="sidebar"

@@ -68,6 +68,57 @@ pub struct KnockSettings {
     /// long open requests may run on before the server stops, in seconds.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// `KNOCK_ALLOW_DEV_AUTH`: `1` (or `true`) lets dev mode listen on a
+    /// non-loopback address (anyone who reaches it can sign in as anyone).
+    #[serde(default)]
+    pub allow_dev_auth: bool,
+    /// Clerk's settings, the `CLERK_*` environment variables.
+    #[serde(default)]
+    pub clerk: ClerkSettings,
+}
+
+/// Clerk's settings, under Clerk's own environment variable names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClerkSettings {
+    /// `CLERK_PUBLISHABLE_KEY` (`pk_test_…` / `pk_live_…`): set = Clerk mode.
+    #[serde(default)]
+    pub publishable_key: Option<String>,
+    /// `CLERK_SECRET_KEY` (`sk_…`): Clerk's Backend API key.
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
+    /// `CLERK_JWT_KEY`: the instance's PEM public key, for networkless
+    /// session-token verification.
+    #[serde(default)]
+    pub jwt_key: Option<String>,
+    /// `CLERK_JWKS_URL`: a JWKS to verify session tokens against.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// `CLERK_AUTHORIZED_PARTIES`: comma-separated origins accepted in `azp`.
+    #[serde(default)]
+    pub authorized_parties: Option<String>,
+    /// `CLERK_WEBHOOK_SIGNING_SECRET` (`whsec_…`): verifies Svix deliveries.
+    #[serde(default)]
+    pub webhook_signing_secret: Option<SecretString>,
+}
+
+impl ClerkSettings {
+    /// The origins of `CLERK_AUTHORIZED_PARTIES`, trimmed, empties dropped.
+    pub fn authorized_parties(&self) -> Vec<String> {
+        self.authorized_parties
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Clerk mode: `CLERK_PUBLISHABLE_KEY` is set.
+    pub fn is_clerk_mode(&self) -> bool {
+        self.publishable_key.is_some()
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -90,6 +141,16 @@ const KNOCK_ENV: &[(&str, &str)] = &[
     ("KNOCK_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
     ("KNOCK_BODY_LIMIT_BYTES", "body_limit_bytes"),
     ("KNOCK_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("KNOCK_ALLOW_DEV_AUTH", "allow_dev_auth"),
+    ("CLERK_PUBLISHABLE_KEY", "clerk.publishable_key"),
+    ("CLERK_SECRET_KEY", "clerk.secret_key"),
+    ("CLERK_JWT_KEY", "clerk.jwt_key"),
+    ("CLERK_JWKS_URL", "clerk.jwks_url"),
+    ("CLERK_AUTHORIZED_PARTIES", "clerk.authorized_parties"),
+    (
+        "CLERK_WEBHOOK_SIGNING_SECRET",
+        "clerk.webhook_signing_secret",
+    ),
 ];
 
 impl Settings {
@@ -152,9 +213,11 @@ impl Settings {
             leptos: LeptosOptions,
             knock: KnockSettings,
         }
+        // Lossy: `1`/`true`/`yes` are booleans, as operators write them.
         let Both { leptos, knock } = figment
-            .extract()
+            .extract_lossy()
             .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        knock.check_auth(leptos.site_addr)?;
         if let Some(url) = &knock.database_url {
             let url = url.expose_secret();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -175,6 +238,38 @@ impl Settings {
 }
 
 impl KnockSettings {
+    /// Start-up rules for identity (DESIGN §2): Clerk mode needs a way to
+    /// verify tokens; keys of Clerk mode without the publishable key are a
+    /// mistake; dev mode listens only on loopback unless allowed.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn check_auth(&self, site_addr: SocketAddr) -> Result<(), ConfigError> {
+        let clerk = &self.clerk;
+        if clerk.is_clerk_mode() {
+            if clerk.jwt_key.is_none() && clerk.jwks_url.is_none() {
+                return Err(ConfigError::Invalid(
+                    "CLERK_JWT_KEY: missing (Clerk mode needs CLERK_JWT_KEY or CLERK_JWKS_URL)"
+                        .into(),
+                ));
+            }
+            if clerk.jwt_key.is_none() {
+                return Err(ConfigError::Invalid(
+                    "CLERK_JWKS_URL: not supported by this build; set CLERK_JWT_KEY (the PEM public key)".into(),
+                ));
+            }
+        } else if clerk.jwt_key.is_some() || clerk.jwks_url.is_some() {
+            return Err(ConfigError::Invalid(
+                "CLERK_PUBLISHABLE_KEY: missing (CLERK_JWT_KEY or CLERK_JWKS_URL is set)".into(),
+            ));
+        } else if !site_addr.ip().is_loopback() && !self.allow_dev_auth {
+            return Err(ConfigError::Invalid(format!(
+                "LEPTOS_SITE_ADDR: dev sign-in refuses to listen on {site_addr}; set Clerk keys, or KNOCK_ALLOW_DEV_AUTH=1"
+            )));
+        }
+        Ok(())
+    }
+
     /// [`Self::request_timeout_secs`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
@@ -200,9 +295,9 @@ fn describe(error: figment::Error) -> String {
         return "unknown error".into();
     };
     let env_var = match error.path.as_slice() {
-        [table, key] if table == "knock" => KNOCK_ENV
+        [table, rest @ ..] if table == "knock" => KNOCK_ENV
             .iter()
-            .find(|(_, setting)| setting == key)
+            .find(|(_, setting)| *setting == rest.join("."))
             .map(|(var, _)| (*var).to_owned()),
         [table, key] if table == "leptos" => {
             Some(format!("LEPTOS_{}", key.replace('-', "_").to_uppercase()))
@@ -278,6 +373,39 @@ mod tests {
             assert!(
                 line.contains("shutdown_grace_secs in [knock] of Leptos.toml"),
                 "{line}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_public_listen_address_unless_allowed() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LEPTOS_SITE_ADDR", "0.0.0.0:3000");
+            let load =
+                || Settings::from_figment(Settings::defaults().merge(Settings::environment()));
+            let error = load().expect_err("dev sign-in on a public address");
+            assert!(
+                error.to_string().contains("KNOCK_ALLOW_DEV_AUTH"),
+                "{error}"
+            );
+            jail.set_env("KNOCK_ALLOW_DEV_AUTH", "1");
+            load().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clerk_mode_needs_a_key_to_verify_tokens() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CLERK_PUBLISHABLE_KEY", "pk_test_Y2xlcmsuZXhhbXBsZS5jb20k");
+            let error = Settings::from_figment(Settings::defaults().merge(Settings::environment()))
+                .expect_err("no CLERK_JWT_KEY");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("invalid setting: CLERK_JWT_KEY"),
+                "{error}"
             );
             Ok(())
         });

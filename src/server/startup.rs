@@ -1,9 +1,17 @@
 //! Start-up: database, router with its layers, listener, graceful shutdown.
 //! `main` and the integration tests both start Knock through [`Application`].
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, http::StatusCode, routing::get};
+use secrecy::ExposeSecret;
+use svix::webhooks::Webhook;
+use tokio::sync::Notify;
+
+use axum::{
+    Router,
+    http::StatusCode,
+    routing::{get, post},
+};
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -23,7 +31,11 @@ use super::{
     health,
     state::AppState,
 };
-use crate::app::{App, shell};
+use crate::{
+    app::{App, shell},
+    auth::server::{KeyError, SessionKeys},
+    webhooks::{self, worker},
+};
 
 /// Why Knock could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +43,12 @@ pub enum StartupError {
     /// The database could not be started, reached or migrated.
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    /// The session keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// `CLERK_WEBHOOK_SIGNING_SECRET` is not a Svix secret.
+    #[error("invalid setting CLERK_WEBHOOK_SIGNING_SECRET: {0}")]
+    WebhookSecret(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -58,7 +76,19 @@ impl Application {
     /// # Errors
     /// [`StartupError`] naming what failed.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let database = Database::connect(&settings.knock).await?;
+        let knock = &settings.knock;
+        let auth = match &knock.clerk.jwt_key {
+            Some(pem) => SessionKeys::clerk(pem, knock.clerk.authorized_parties())?,
+            None => SessionKeys::dev(&knock.data_dir.join("dev-session-key.pem")).await?,
+        };
+        let webhook = match &knock.clerk.webhook_signing_secret {
+            Some(secret) => Some(Arc::new(
+                Webhook::new(secret.expose_secret())
+                    .map_err(|e| StartupError::WebhookSecret(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let database = Database::connect(knock).await?;
         let addr = settings.site_addr();
         let listener = match TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -70,7 +100,15 @@ impl Application {
         let state = AppState {
             leptos_options: settings.leptos.clone(),
             pool: database.pool.clone(),
+            auth: Arc::new(auth),
+            webhook,
+            webhook_wakeup: Arc::new(Notify::new()),
+            clerk_publishable_key: knock.clerk.publishable_key.clone(),
         };
+        tokio::spawn(worker::run(
+            state.pool.clone(),
+            state.webhook_wakeup.clone(),
+        ));
         Ok(Self {
             listener,
             router: router(state, &settings.knock),
@@ -146,6 +184,7 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
     let compress = SizeAbove::new(256).and(NotForContentType::const_new("application/wasm"));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
         .leptos_routes_with_context(&state, routes, || (), move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(

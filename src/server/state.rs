@@ -1,8 +1,13 @@
 //! What every handler and server function can reach.
 
+use std::sync::Arc;
+
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::auth::server::SessionKeys;
 
 /// Shared server state: given to axum handlers as `State<AppState>` and to
 /// server functions through `expect_context::<AppState>()`.
@@ -12,6 +17,15 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     /// The one connection pool.
     pub pool: PgPool,
+    /// Session-token verification (and minting, in dev mode).
+    pub auth: Arc<SessionKeys>,
+    /// Svix verification of Clerk's webhooks; `None` without
+    /// `CLERK_WEBHOOK_SIGNING_SECRET` (the endpoint then answers 503).
+    pub webhook: Option<Arc<svix::webhooks::Webhook>>,
+    /// Wakes the webhook worker when an event was stored.
+    pub webhook_wakeup: Arc<Notify>,
+    /// `CLERK_PUBLISHABLE_KEY`, for the sign-in page (Clerk mode).
+    pub clerk_publishable_key: Option<String>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

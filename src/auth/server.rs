@@ -1,0 +1,353 @@
+//! Session verification (Clerk session tokens) and dev-mode token minting.
+//!
+//! A Clerk session token is an RS256 JWT (Clerk docs, "Manual JWT
+//! verification"): `sub` is the user id, `exp`/`nbf` bound its life (Clerk
+//! issues them for 60 s), `azp` is the origin that asked for it. Knock
+//! accepts RS256 only, with 5 s of leeway on `exp` and `nbf`, and checks `azp`
+//! against `CLERK_AUTHORIZED_PARTIES` when both are present.
+//!
+//! In dev mode (no Clerk keys) Knock signs tokens of the same shape with its
+//! own RSA key, kept in `<KNOCK_DATA_DIR>/dev-session-key.pem`.
+
+use std::path::Path;
+
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, header::AUTHORIZATION, request::Parts},
+};
+use axum_extra::extract::CookieJar;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::{
+    RsaPrivateKey,
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::AppError,
+    server::state::AppState,
+    users::{
+        User,
+        server::{ClerkUser, find_by_clerk_id, upsert_from_clerk},
+    },
+};
+
+/// Clerk's session cookie (Clerk docs, "Session tokens").
+pub const SESSION_COOKIE: &str = "__session";
+/// Leeway on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+/// How long a dev-mode token lives, in seconds (no refresher runs in dev mode).
+pub const DEV_TOKEN_SECS: i64 = 30 * 24 * 3600;
+
+/// The claims Knock reads from a session token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// The Clerk user id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: i64,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default)]
+    pub nbf: Option<i64>,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default)]
+    pub iat: Option<i64>,
+    /// Authorized party: the origin the token was issued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
+    /// Issuer (Clerk's Frontend API URL; `knock-dev` in dev mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// Why a token was refused (logged; the client only sees 401).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// No `__session` cookie and no `Authorization: Bearer`.
+    #[error("no session token")]
+    Missing,
+    /// Signature, algorithm, `exp`, `nbf` or required claims failed.
+    #[error("invalid session token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    /// `azp` is not one of `CLERK_AUTHORIZED_PARTIES`.
+    #[error("session token for another origin: {0:?}")]
+    UnauthorizedParty(Option<String>),
+}
+
+/// Verifies session tokens; in dev mode also signs them.
+pub struct SessionKeys {
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    authorized_parties: Vec<String>,
+}
+
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("dev_mode", &self.encoding.is_some())
+            .field("authorized_parties", &self.authorized_parties)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the session keys could not be loaded (start-up stops).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// `CLERK_JWT_KEY` is not an RSA public key in PEM.
+    #[error("invalid setting CLERK_JWT_KEY: {0}")]
+    ClerkJwtKey(jsonwebtoken::errors::Error),
+    /// The dev key file could not be read, made or written.
+    #[error("dev session key {path}: {message}")]
+    DevKey {
+        /// The key file.
+        path: String,
+        /// The cause.
+        message: String,
+    },
+}
+
+impl SessionKeys {
+    /// Clerk mode: verify with Clerk's instance public key (`CLERK_JWT_KEY`,
+    /// PEM, from the Clerk Dashboard's API keys page).
+    ///
+    /// # Errors
+    /// [`KeyError::ClerkJwtKey`] when the PEM is not an RSA public key.
+    pub fn clerk(public_key_pem: &str, authorized_parties: Vec<String>) -> Result<Self, KeyError> {
+        let decoding =
+            DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).map_err(KeyError::ClerkJwtKey)?;
+        Ok(Self {
+            decoding,
+            encoding: None,
+            authorized_parties,
+        })
+    }
+
+    /// Dev mode: load the RSA key in `path`, or make a 2048-bit one and keep
+    /// it there (mode 0600) so sessions survive restarts.
+    ///
+    /// # Errors
+    /// [`KeyError::DevKey`] when the file cannot be read, parsed or written.
+    pub async fn dev(path: &Path) -> Result<Self, KeyError> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::dev_blocking(&path))
+            .await
+            .map_err(|e| KeyError::DevKey {
+                path: String::new(),
+                message: e.to_string(),
+            })?
+    }
+
+    /// [`Self::dev`] on the calling thread (RSA key generation takes a
+    /// moment: keep it off async workers).
+    ///
+    /// # Errors
+    /// As [`Self::dev`].
+    pub fn dev_blocking(path: &Path) -> Result<Self, KeyError> {
+        let fail = |message: String| KeyError::DevKey {
+            path: path.display().to_string(),
+            message,
+        };
+        let private = match std::fs::read_to_string(path) {
+            Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| fail(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+                    .map_err(|e| fail(e.to_string()))?;
+                let pem = key
+                    .to_pkcs8_pem(LineEnding::LF)
+                    .map_err(|e| fail(e.to_string()))?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+                }
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| fail(e.to_string()))?;
+                std::io::Write::write_all(&mut file, pem.as_bytes())
+                    .map_err(|e| fail(e.to_string()))?;
+                key
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let private_pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| fail(e.to_string()))?;
+        let public_pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            decoding: DecodingKey::from_rsa_pem(public_pem.as_bytes())
+                .map_err(|e| fail(e.to_string()))?,
+            encoding: Some(
+                EncodingKey::from_rsa_pem(private_pem.as_bytes())
+                    .map_err(|e| fail(e.to_string()))?,
+            ),
+            authorized_parties: Vec::new(),
+        })
+    }
+
+    /// Whether these keys sign dev-mode tokens.
+    pub fn is_dev(&self) -> bool {
+        self.encoding.is_some()
+    }
+
+    /// Checks a token and returns its claims.
+    ///
+    /// # Errors
+    /// [`TokenError`] for a bad signature, another algorithm than RS256, an
+    /// expired or not-yet-valid token (±5 s), no `sub`, or a foreign `azp`.
+    pub fn verify(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let claims =
+            jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)?.claims;
+        if !self.authorized_parties.is_empty()
+            && let Some(azp) = &claims.azp
+            && !self.authorized_parties.iter().any(|party| party == azp)
+        {
+            return Err(TokenError::UnauthorizedParty(claims.azp));
+        }
+        Ok(claims)
+    }
+
+    /// Dev mode: a Clerk-shaped session token for `clerk_id`, or `None` in
+    /// Clerk mode (Clerk issues the tokens there).
+    pub fn mint_dev_token(&self, clerk_id: &str) -> Option<String> {
+        let encoding = self.encoding.as_ref()?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = SessionClaims {
+            sub: clerk_id.to_owned(),
+            exp: now + DEV_TOKEN_SECS,
+            nbf: Some(now),
+            iat: Some(now),
+            azp: None,
+            iss: Some("knock-dev".to_owned()),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, encoding).ok()
+    }
+}
+
+/// The session token of a request: `Authorization: Bearer …` first, else
+/// the `__session` cookie.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(bearer) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(bearer.trim().to_owned());
+    }
+    CookieJar::from_headers(headers)
+        .get(SESSION_COOKIE)
+        .map(|cookie| cookie.value().to_owned())
+}
+
+/// The signed-in user of a request. Extracting it verifies the session
+/// token and, when the user has no row yet (Clerk's webhook has not arrived),
+/// creates the row from the token's claims (DESIGN §3, fallback).
+///
+/// Rejection: [`AppError::Unauthorized`] (401) for no or a bad token, or a
+/// deleted user; [`AppError::Internal`] for a database error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser(pub User);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = session_token(&parts.headers).ok_or(AppError::Unauthorized)?;
+        let claims = state.auth.verify(&token).map_err(|error| {
+            tracing::debug!(%error, "session refused");
+            AppError::Unauthorized
+        })?;
+        user_for_claims(state, &claims).await.map(CurrentUser)
+    }
+}
+
+/// The live user for verified claims, created from the claims when missing.
+///
+/// # Errors
+/// [`AppError::Unauthorized`] for a tombstoned user; [`AppError::Internal`]
+/// for a database error.
+pub async fn user_for_claims(state: &AppState, claims: &SessionClaims) -> Result<User, AppError> {
+    if let Some((user, deleted)) = find_by_clerk_id(&state.pool, &claims.sub).await? {
+        return if deleted {
+            Err(AppError::Unauthorized)
+        } else {
+            Ok(user)
+        };
+    }
+    // No row yet: create it now; the webhook fills in the profile later
+    // (its Clerk `updated_at` is newer than this row's, which has none).
+    let stub = ClerkUser {
+        id: claims.sub.clone(),
+        ..ClerkUser::default()
+    };
+    upsert_from_clerk(&state.pool, &stub).await?;
+    match find_by_clerk_id(&state.pool, &claims.sub).await? {
+        Some((user, false)) => Ok(user),
+        _ => Err(AppError::Unauthorized),
+    }
+}
+
+/// In a server function: sets the `__session` cookie to `token` (HttpOnly,
+/// SameSite=Lax, path `/`, for [`DEV_TOKEN_SECS`]), or removes it.
+pub fn set_session_cookie(token: Option<&str>) {
+    use axum_extra::extract::cookie::{Cookie, SameSite};
+    let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() else {
+        return;
+    };
+    let cookie = match token {
+        Some(token) => Cookie::build((SESSION_COOKIE, token.to_owned()))
+            .max_age(time::Duration::seconds(DEV_TOKEN_SECS)),
+        None => Cookie::build((SESSION_COOKIE, "")).max_age(time::Duration::ZERO),
+    }
+    .path("/")
+    .http_only(true)
+    .same_site(SameSite::Lax)
+    .build();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie.to_string()) {
+        response.append_header(axum::http::header::SET_COOKIE, value);
+    }
+}
+
+/// The Frontend API host encoded in a Clerk publishable key: `pk_test_` or
+/// `pk_live_` followed by base64 of `<host>$` (Clerk docs, "Clerk
+/// environment variables").
+pub fn frontend_api(publishable_key: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = publishable_key
+        .strip_prefix("pk_test_")
+        .or_else(|| publishable_key.strip_prefix("pk_live_"))?;
+    let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()?;
+    let host = String::from_utf8(decoded).ok()?;
+    let host = host.strip_suffix('$')?;
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frontend_api;
+
+    #[test]
+    fn the_frontend_api_is_read_from_a_publishable_key() {
+        // base64("clerk.example.com$") = Y2xlcmsuZXhhbXBsZS5jb20k
+        assert_eq!(
+            frontend_api("pk_test_Y2xlcmsuZXhhbXBsZS5jb20k").as_deref(),
+            Some("clerk.example.com")
+        );
+        assert_eq!(frontend_api("sk_test_Y2xlcmsuZXhhbXBsZS5jb20k"), None);
+        assert_eq!(frontend_api("pk_test_!!!"), None);
+    }
+}

@@ -1,0 +1,44 @@
+//! Users: Knock's copy of the people Clerk knows.
+//!
+//! Rows are written only by the sync code in [`server`] (SSR only), from
+//! Clerk's webhooks, from the first authenticated request of a user who has
+//! no row yet, and from dev sign-in.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// A user as the browser sees them (no email: that stays on the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct User {
+    /// Knock's id, used in URLs (`/chat/{id}`).
+    pub id: Uuid,
+    /// Unique regardless of case.
+    pub username: String,
+    /// Clerk's `first_name`.
+    pub first_name: Option<String>,
+    /// Clerk's `last_name`.
+    pub last_name: Option<String>,
+    /// Clerk's `image_url`.
+    pub image_url: Option<String>,
+}
+
+impl User {
+    /// "First Last" when Clerk has a name, else the username.
+    pub fn display_name(&self) -> String {
+        let name = [self.first_name.as_deref(), self.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|part| !part.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if name.is_empty() {
+            self.username.clone()
+        } else {
+            name
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The user sync: the one place that writes `users`, shared by Clerk's
+//! webhooks, the first-request fallback and dev sign-in.
+//!
+//! Rules (DESIGN §3):
+//! - `user.created` / `user.updated` upsert on `clerk_id`; data older than the
+//!   stored Clerk `updated_at` changes nothing (equal: an idempotent no-op).
+//! - `user.deleted` tombstones: the profile is scrubbed, the row stays; a
+//!   tombstone is never revived by a late `user.created` or `user.updated`.
+//! - Usernames: Clerk's `username` when set, else derived from the first
+//!   name, then the email's local part, then `user`; normalised to
+//!   `[a-z0-9_-]`; on a case-insensitive clash the first free of `name2`,
+//!   `name3`, … is taken, so the same data always resolves the same way.
+
+use serde::Deserialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::User;
+
+/// The fields Knock keeps from a Clerk User object (Clerk Backend API
+/// `User`, also the `data` of `user.created` / `user.updated` webhooks).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClerkUser {
+    /// Clerk's user id (`user_…`), the session token's `sub`.
+    pub id: String,
+    /// Clerk's `username`, when the instance uses usernames.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Clerk's `first_name`.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Clerk's `last_name`.
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// Clerk's `image_url`.
+    #[serde(default)]
+    pub image_url: Option<String>,
+    /// The id of the primary entry of `email_addresses`.
+    #[serde(default)]
+    pub primary_email_address_id: Option<String>,
+    /// Clerk's `email_addresses`.
+    #[serde(default)]
+    pub email_addresses: Vec<ClerkEmailAddress>,
+    /// Clerk's `updated_at`: milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+/// One entry of a Clerk user's `email_addresses`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClerkEmailAddress {
+    /// `idn_…`
+    pub id: String,
+    /// The address.
+    pub email_address: String,
+}
+
+impl ClerkUser {
+    /// The address whose id is `primary_email_address_id`.
+    pub fn primary_email(&self) -> Option<&str> {
+        let primary = self.primary_email_address_id.as_deref()?;
+        self.email_addresses
+            .iter()
+            .find(|e| e.id == primary)
+            .map(|e| e.email_address.as_str())
+    }
+
+    /// The username before clash resolution: Clerk's, else derived.
+    pub fn base_username(&self) -> String {
+        let email_local = self.primary_email().and_then(|e| e.split('@').next());
+        [
+            self.username.as_deref(),
+            self.first_name.as_deref(),
+            email_local,
+        ]
+        .into_iter()
+        .flatten()
+        .map(normalise_username)
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "user".to_owned())
+    }
+}
+
+/// Lower-case ASCII letters, digits, `_` and `-`; at most 48 characters
+/// (room for a numeric suffix within the 64 the schema allows).
+pub fn normalise_username(raw: &str) -> String {
+    raw.trim()
+        .chars()
+        .flat_map(char::to_lowercase)
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(48)
+        .collect()
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// A new row.
+    Created(Uuid),
+    /// An existing row took the newer data.
+    Updated(Uuid),
+    /// The data was not newer than what is stored; nothing changed.
+    Stale(Uuid),
+    /// The user is tombstoned; nothing changed.
+    Tombstoned(Uuid),
+}
+
+impl SyncOutcome {
+    /// The user's Knock id.
+    pub fn user_id(self) -> Uuid {
+        match self {
+            Self::Created(id) | Self::Updated(id) | Self::Stale(id) | Self::Tombstoned(id) => id,
+        }
+    }
+}
+
+/// Two writers raced on a unique key; the whole sync runs again.
+const MAX_ATTEMPTS: usize = 5;
+
+/// Inserts or updates the user `clerk` describes (see the module rules).
+///
+/// # Errors
+/// The database error, after retrying races on `clerk_id` and usernames.
+#[tracing::instrument(skip_all, fields(clerk_id = %clerk.id))]
+pub async fn upsert_from_clerk(
+    pool: &PgPool,
+    clerk: &ClerkUser,
+) -> Result<SyncOutcome, sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut tx = pool.begin().await?;
+        match upsert_in(&mut tx, clerk).await {
+            Ok(outcome) => {
+                tx.commit().await?;
+                return Ok(outcome);
+            }
+            Err(error) if attempt < MAX_ATTEMPTS && is_unique_race(&error) => {
+                tracing::debug!(attempt, "sync raced on a unique key; retrying");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn is_unique_race(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .is_some_and(|c| c == "users_clerk_id_key" || c == "users_username_lower_key")
+}
+
+fn clerk_time(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+async fn upsert_in(
+    tx: &mut Transaction<'_, Postgres>,
+    clerk: &ClerkUser,
+) -> Result<SyncOutcome, sqlx::Error> {
+    let updated_at = clerk_time(clerk.updated_at);
+    let existing: Option<(Uuid, Option<OffsetDateTime>, Option<OffsetDateTime>)> = sqlx::query_as(
+        "SELECT id, clerk_updated_at, deleted_at FROM users WHERE clerk_id = $1 FOR UPDATE",
+    )
+    .bind(&clerk.id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some((id, stored_at, deleted_at)) = existing {
+        if deleted_at.is_some() {
+            return Ok(SyncOutcome::Tombstoned(id));
+        }
+        if stored_at.is_some_and(|stored| stored >= updated_at) {
+            return Ok(SyncOutcome::Stale(id));
+        }
+    }
+    let username = free_username(tx, &clerk.base_username(), &clerk.id).await?;
+    let id = match existing {
+        Some((id, ..)) => {
+            sqlx::query(
+                "UPDATE users SET username = $2, email = $3, first_name = $4, last_name = $5,
+                        image_url = $6, clerk_updated_at = $7, updated_at = now()
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&username)
+            .bind(clerk.primary_email())
+            .bind(&clerk.first_name)
+            .bind(&clerk.last_name)
+            .bind(&clerk.image_url)
+            .bind(updated_at)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(SyncOutcome::Updated(id));
+        }
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO users (clerk_id, username, email, first_name, last_name, image_url, clerk_updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(&clerk.id)
+            .bind(&username)
+            .bind(clerk.primary_email())
+            .bind(&clerk.first_name)
+            .bind(&clerk.last_name)
+            .bind(&clerk.image_url)
+            .bind(updated_at)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
+    Ok(SyncOutcome::Created(id))
+}
+
+/// `base`, or the first of `base2`, `base3`, … that no other user holds
+/// (case-insensitively). A name this user already holds counts as free.
+async fn free_username(
+    tx: &mut Transaction<'_, Postgres>,
+    base: &str,
+    clerk_id: &str,
+) -> Result<String, sqlx::Error> {
+    let taken: Vec<String> = sqlx::query_scalar(
+        "SELECT lower(username) FROM users
+         WHERE clerk_id <> $2 AND (lower(username) = $1 OR lower(username) LIKE $1 || '%')",
+    )
+    .bind(base.to_lowercase())
+    .bind(clerk_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let free = (1..)
+        .map(|n| {
+            if n == 1 {
+                base.to_owned()
+            } else {
+                format!("{base}{n}")
+            }
+        })
+        .find(|candidate| !taken.contains(&candidate.to_lowercase()))
+        .expect("an unbounded sequence has a free name");
+    Ok(free)
+}
+
+/// Tombstones the Clerk user `clerk_id` (`user.deleted`): scrubs the
+/// profile, keeps the row. A user Knock has never seen gets a tombstone row,
+/// so that a late `user.created` cannot bring them back.
+///
+/// # Errors
+/// The database error.
+#[tracing::instrument(skip_all, fields(clerk_id))]
+pub async fn tombstone(pool: &PgPool, clerk_id: &str) -> Result<SyncOutcome, sqlx::Error> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO users (clerk_id, username, deleted_at)
+         VALUES ($1, 'deleted-' || md5($1), now())
+         ON CONFLICT (clerk_id) DO UPDATE SET
+             username = 'deleted-' || md5(users.clerk_id), email = NULL, first_name = NULL,
+             last_name = NULL, image_url = NULL,
+             deleted_at = COALESCE(users.deleted_at, now()), updated_at = now()
+         RETURNING id",
+    )
+    .bind(clerk_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(SyncOutcome::Tombstoned(id))
+}
+
+/// The live (not tombstoned) user with this Clerk id.
+///
+/// # Errors
+/// The database error.
+pub async fn find_by_clerk_id(
+    pool: &PgPool,
+    clerk_id: &str,
+) -> Result<Option<(User, bool)>, sqlx::Error> {
+    let row: Option<(Uuid, String, Option<String>, Option<String>, Option<String>, Option<OffsetDateTime>)> =
+        sqlx::query_as(
+            "SELECT id, username, first_name, last_name, image_url, deleted_at FROM users WHERE clerk_id = $1",
+        )
+        .bind(clerk_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(
+        |(id, username, first_name, last_name, image_url, deleted_at)| {
+            (
+                User {
+                    id,
+                    username,
+                    first_name,
+                    last_name,
+                    image_url,
+                },
+                deleted_at.is_some(),
+            )
+        },
+    ))
+}

@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests: the app's state on a test
+//! database, requests through the real router, and Clerk-shaped fixtures.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use figment::providers::Serialized;
+use http_body_util::BodyExt;
+use knock::{
+    auth::server::SessionKeys,
+    server::{config::Settings, startup::router, state::AppState},
+};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+/// The webhook signing secret the tests sign with (`whsec_` + base64).
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Settings for tests: defaults with a small body limit.
+pub fn settings() -> Settings {
+    Settings::from_figment(
+        Settings::defaults().merge(Serialized::default("knock.body_limit_bytes", 4096)),
+    )
+    .expect("test settings")
+}
+
+/// Dev-mode keys, made once per test binary.
+pub fn dev_keys() -> Arc<SessionKeys> {
+    static KEYS: OnceLock<Arc<SessionKeys>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = SessionKeys::dev_blocking(&dir.path().join("key.pem")).expect("dev keys");
+        Arc::new(keys)
+    })
+    .clone()
+}
+
+/// The app's state on `pool`, in dev mode, with the test webhook secret.
+pub fn state(pool: &PgPool) -> AppState {
+    state_with(pool, dev_keys())
+}
+
+/// The app's state on `pool` with the given session keys.
+pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
+    let settings = settings();
+    AppState {
+        leptos_options: settings.leptos.clone(),
+        pool: pool.clone(),
+        auth,
+        webhook: Some(Arc::new(
+            svix::webhooks::Webhook::new(WEBHOOK_SECRET).unwrap(),
+        )),
+        webhook_wakeup: Arc::new(Notify::new()),
+        clerk_publishable_key: None,
+    }
+}
+
+/// A response as the tests read it.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends `request` through the whole router (all layers) for `state`.
+pub async fn send(state: AppState, request: Request<Body>) -> Reply {
+    let settings = settings();
+    let response = router(state, &settings.knock)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}

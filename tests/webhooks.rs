@@ -1,0 +1,617 @@
+//! `POST /api/webhooks/clerk`: deliveries built like Clerk's and signed
+//! with `svix`'s `Webhook::sign`; each test checks the answer and what the
+//! database holds afterwards.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use common::{Reply, WEBHOOK_SECRET};
+use knock::{server::state::AppState, webhooks::worker};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A Clerk User object as Clerk's webhooks send it.
+fn clerk_user(
+    id: &str,
+    updated_at: i64,
+    username: Option<&str>,
+    first_name: Option<&str>,
+    email: &str,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "user",
+        "username": username,
+        "first_name": first_name,
+        "last_name": "Lovelace",
+        "image_url": "https://img.clerk.com/preview.png",
+        "has_image": true,
+        "primary_email_address_id": "idn_primary",
+        "email_addresses": [
+            { "id": "idn_other", "object": "email_address", "email_address": "other@example.com",
+              "verification": { "status": "verified", "strategy": "email_code" }, "linked_to": [] },
+            { "id": "idn_primary", "object": "email_address", "email_address": email,
+              "verification": { "status": "verified", "strategy": "email_code" }, "linked_to": [] }
+        ],
+        "phone_numbers": [],
+        "web3_wallets": [],
+        "external_accounts": [],
+        "public_metadata": {},
+        "private_metadata": {},
+        "unsafe_metadata": {},
+        "password_enabled": true,
+        "two_factor_enabled": false,
+        "banned": false,
+        "locked": false,
+        "created_at": 1_700_000_000_000_i64,
+        "updated_at": updated_at,
+        "last_sign_in_at": null
+    })
+}
+
+/// The envelope of every Clerk event.
+fn event(kind: &str, data: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "data": data,
+        "object": "event",
+        "type": kind,
+        "timestamp": 1_700_000_000_000_i64,
+        "instance_id": "ins_2Knocktest"
+    }))
+    .unwrap()
+}
+
+/// Signs `body` as Svix does, with `secret`, at `timestamp` (seconds).
+fn signed(svix_id: &str, timestamp: i64, body: &[u8], secret: &str) -> Request<Body> {
+    let signature = svix::webhooks::Webhook::new(secret)
+        .unwrap()
+        .sign(svix_id, timestamp, body)
+        .unwrap();
+    Request::post("/api/webhooks/clerk")
+        .header("content-type", "application/json")
+        .header("svix-id", svix_id)
+        .header("svix-timestamp", timestamp.to_string())
+        .header("svix-signature", signature)
+        .body(Body::from(body.to_vec()))
+        .unwrap()
+}
+
+async fn deliver(state: &AppState, svix_id: &str, body: &[u8]) -> Reply {
+    common::send(state.clone(), signed(svix_id, now(), body, WEBHOOK_SECRET)).await
+}
+
+async fn stored_events(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn process_all(pool: &PgPool) {
+    while worker::process_one(pool).await.unwrap() {}
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    username: String,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    image_url: Option<String>,
+    deleted: bool,
+}
+
+async fn user_row(pool: &PgPool, clerk_id: &str) -> Option<Row> {
+    sqlx::query_as(
+        "SELECT username, email, first_name, last_name, image_url, deleted_at IS NOT NULL AS deleted
+         FROM users WHERE clerk_id = $1",
+    )
+    .bind(clerk_id)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+async fn event_status(pool: &PgPool, svix_id: &str) -> (String, i32, Option<String>) {
+    sqlx::query_as("SELECT status, attempts, last_error FROM webhook_events WHERE svix_id = $1")
+        .bind(svix_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn user_created_is_stored_before_the_answer_then_applied(pool: PgPool) {
+    let state = common::state(&pool);
+    let body = event(
+        "user.created",
+        clerk_user(
+            "user_ada",
+            1000,
+            Some("ada"),
+            Some("Ada"),
+            "ada@example.com",
+        ),
+    );
+    let reply = deliver(&state, "msg_1", &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json(), json!({ "received": true }));
+    assert_eq!(
+        event_status(&pool, "msg_1").await.0,
+        "pending",
+        "stored before the 2xx"
+    );
+
+    process_all(&pool).await;
+    assert_eq!(event_status(&pool, "msg_1").await.0, "done");
+    let row = user_row(&pool, "user_ada").await.expect("user row");
+    assert_eq!(row.username, "ada");
+    assert_eq!(
+        row.email.as_deref(),
+        Some("ada@example.com"),
+        "the primary address, not the first"
+    );
+    assert_eq!(row.first_name.as_deref(), Some("Ada"));
+    assert_eq!(row.last_name.as_deref(), Some("Lovelace"));
+    assert_eq!(
+        row.image_url.as_deref(),
+        Some("https://img.clerk.com/preview.png")
+    );
+}
+
+#[sqlx::test]
+async fn user_updated_changes_the_profile(pool: PgPool) {
+    let state = common::state(&pool);
+    deliver(
+        &state,
+        "msg_1",
+        &event(
+            "user.created",
+            clerk_user(
+                "user_ada",
+                1000,
+                Some("ada"),
+                Some("Ada"),
+                "ada@example.com",
+            ),
+        ),
+    )
+    .await;
+    deliver(
+        &state,
+        "msg_2",
+        &event(
+            "user.updated",
+            clerk_user(
+                "user_ada",
+                2000,
+                Some("countess"),
+                Some("Augusta"),
+                "augusta@example.com",
+            ),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let row = user_row(&pool, "user_ada").await.unwrap();
+    assert_eq!(
+        (row.username.as_str(), row.first_name.as_deref()),
+        ("countess", Some("Augusta"))
+    );
+    assert_eq!(row.email.as_deref(), Some("augusta@example.com"));
+}
+
+#[sqlx::test]
+async fn user_deleted_tombstones_and_scrubs_the_profile(pool: PgPool) {
+    let state = common::state(&pool);
+    deliver(
+        &state,
+        "msg_1",
+        &event(
+            "user.created",
+            clerk_user(
+                "user_ada",
+                1000,
+                Some("ada"),
+                Some("Ada"),
+                "ada@example.com",
+            ),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let reply = deliver(
+        &state,
+        "msg_2",
+        &event(
+            "user.deleted",
+            json!({ "id": "user_ada", "object": "user", "deleted": true }),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    process_all(&pool).await;
+    let row = user_row(&pool, "user_ada").await.expect("the row stays");
+    assert!(row.deleted);
+    assert_eq!(
+        (row.email, row.first_name, row.last_name, row.image_url),
+        (None, None, None, None)
+    );
+    assert_ne!(row.username, "ada", "the username is released");
+}
+
+#[sqlx::test]
+async fn the_same_svix_id_twice_is_acknowledged_and_applied_once(pool: PgPool) {
+    let state = common::state(&pool);
+    let body = event(
+        "user.created",
+        clerk_user(
+            "user_ada",
+            1000,
+            Some("ada"),
+            Some("Ada"),
+            "ada@example.com",
+        ),
+    );
+    assert_eq!(deliver(&state, "msg_1", &body).await.status, StatusCode::OK);
+    process_all(&pool).await;
+    assert_eq!(deliver(&state, "msg_1", &body).await.status, StatusCode::OK);
+    assert_eq!(stored_events(&pool).await, 1);
+    let (status, attempts, _) = event_status(&pool, "msg_1").await;
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("done", 1),
+        "the repeat changed nothing"
+    );
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[sqlx::test]
+async fn user_updated_before_user_created_keeps_the_newer_data(pool: PgPool) {
+    let state = common::state(&pool);
+    deliver(
+        &state,
+        "msg_2",
+        &event(
+            "user.updated",
+            clerk_user(
+                "user_ada",
+                2000,
+                Some("countess"),
+                Some("Augusta"),
+                "new@example.com",
+            ),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    deliver(
+        &state,
+        "msg_1",
+        &event(
+            "user.created",
+            clerk_user(
+                "user_ada",
+                1000,
+                Some("ada"),
+                Some("Ada"),
+                "old@example.com",
+            ),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let row = user_row(&pool, "user_ada").await.unwrap();
+    assert_eq!(row.username, "countess");
+    assert_eq!(row.email.as_deref(), Some("new@example.com"));
+    assert_eq!(
+        event_status(&pool, "msg_1").await.0,
+        "done",
+        "the stale event is processed, not failed"
+    );
+}
+
+#[sqlx::test]
+async fn user_created_after_user_deleted_does_not_revive_the_user(pool: PgPool) {
+    let state = common::state(&pool);
+    deliver(
+        &state,
+        "msg_2",
+        &event(
+            "user.deleted",
+            json!({ "id": "user_ada", "object": "user", "deleted": true }),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    deliver(
+        &state,
+        "msg_1",
+        &event(
+            "user.created",
+            clerk_user(
+                "user_ada",
+                1000,
+                Some("ada"),
+                Some("Ada"),
+                "ada@example.com",
+            ),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let row = user_row(&pool, "user_ada").await.expect("a tombstone row");
+    assert!(row.deleted);
+    assert_eq!(row.email, None);
+}
+
+#[sqlx::test]
+async fn a_tampered_body_is_400_and_nothing_is_stored(pool: PgPool) {
+    let state = common::state(&pool);
+    let body = event(
+        "user.created",
+        clerk_user("user_ada", 1000, Some("ada"), None, "ada@example.com"),
+    );
+    let mut request = signed("msg_1", now(), &body, WEBHOOK_SECRET);
+    let tampered = String::from_utf8(body)
+        .unwrap()
+        .replace("ada@example.com", "eve@example.com");
+    *request.body_mut() = Body::from(tampered);
+    let reply = common::send(state, request).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], "bad_signature");
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn a_signature_made_with_another_secret_is_400(pool: PgPool) {
+    let body = event(
+        "user.created",
+        clerk_user("user_ada", 1000, Some("ada"), None, "ada@example.com"),
+    );
+    let request = signed(
+        "msg_1",
+        now(),
+        &body,
+        "whsec_c29tZSBvdGhlciBzZWNyZXQgYWx0b2dldGhlcg==",
+    );
+    let reply = common::send(common::state(&pool), request).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn timestamps_six_minutes_old_or_ahead_are_400(pool: PgPool) {
+    let body = event(
+        "user.created",
+        clerk_user("user_ada", 1000, Some("ada"), None, "ada@example.com"),
+    );
+    for (id, timestamp) in [("msg_old", now() - 360), ("msg_ahead", now() + 360)] {
+        let reply = common::send(
+            common::state(&pool),
+            signed(id, timestamp, &body, WEBHOOK_SECRET),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{id}");
+    }
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn each_missing_svix_header_is_400(pool: PgPool) {
+    let body = event(
+        "user.created",
+        clerk_user("user_ada", 1000, Some("ada"), None, "ada@example.com"),
+    );
+    for header in ["svix-id", "svix-timestamp", "svix-signature"] {
+        let mut request = signed("msg_1", now(), &body, WEBHOOK_SECRET);
+        request.headers_mut().remove(header);
+        let reply = common::send(common::state(&pool), request).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "without {header}");
+    }
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn a_signed_body_that_is_not_json_is_400(pool: PgPool) {
+    let reply = deliver(
+        &common::state(&pool),
+        "msg_1",
+        b"{\"type\": \"user.created\", ",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], "malformed_json");
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn user_deleted_without_data_id_is_400(pool: PgPool) {
+    let reply = deliver(
+        &common::state(&pool),
+        "msg_1",
+        &event("user.deleted", json!({ "object": "user", "deleted": true })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn an_oversize_body_is_413(pool: PgPool) {
+    let huge = "x".repeat(knock::webhooks::MAX_BODY_BYTES + 1);
+    let body = event("user.created", json!({ "id": "user_ada", "padding": huge }));
+    let reply = deliver(&common::state(&pool), "msg_1", &body).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn an_unknown_event_type_is_stored_acknowledged_and_ignored(pool: PgPool) {
+    let state = common::state(&pool);
+    let reply = deliver(
+        &state,
+        "msg_1",
+        &event("session.created", json!({ "id": "sess_1" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    process_all(&pool).await;
+    assert_eq!(event_status(&pool, "msg_1").await.0, "ignored");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 0);
+}
+
+#[sqlx::test]
+async fn without_a_signing_secret_the_endpoint_is_503(pool: PgPool) {
+    let mut state = common::state(&pool);
+    state.webhook = None;
+    let body = event(
+        "user.created",
+        clerk_user("user_ada", 1000, Some("ada"), None, "ada@example.com"),
+    );
+    let reply = common::send(state, signed("msg_1", now(), &body, WEBHOOK_SECRET)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(stored_events(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn a_failed_event_stays_visible_and_a_retry_applies_it(pool: PgPool) {
+    let state = common::state(&pool);
+    // The database refuses new users for a while.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'users are read-only'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    deliver(
+        &state,
+        "msg_1",
+        &event(
+            "user.created",
+            clerk_user("user_ada", 1000, Some("ada"), None, "ada@example.com"),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let (status, attempts, error) = event_status(&pool, "msg_1").await;
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+    assert!(error.unwrap_or_default().contains("users are read-only"));
+    let failed = worker::failed(&pool).await.unwrap();
+    assert_eq!(
+        failed
+            .iter()
+            .map(|e| e.svix_id.as_str())
+            .collect::<Vec<_>>(),
+        ["msg_1"]
+    );
+    assert!(
+        !worker::process_one(&pool).await.unwrap(),
+        "the retry waits for its backoff"
+    );
+
+    sqlx::query("DROP TRIGGER refuse ON users")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(worker::retry_now(&pool, Some("msg_1")).await.unwrap(), 1);
+    process_all(&pool).await;
+    let (status, attempts, error) = event_status(&pool, "msg_1").await;
+    assert_eq!((status.as_str(), attempts, error), ("done", 2, None));
+    assert!(user_row(&pool, "user_ada").await.is_some());
+    assert!(worker::failed(&pool).await.unwrap().is_empty());
+}
+
+#[sqlx::test]
+async fn usernames_are_derived_and_clashes_get_a_numeric_suffix(pool: PgPool) {
+    let state = common::state(&pool);
+    // No username: the first name; then the email's local part; then `user`.
+    deliver(
+        &state,
+        "m1",
+        &event(
+            "user.created",
+            clerk_user("user_1", 1000, None, Some("Ada"), "a1@example.com"),
+        ),
+    )
+    .await;
+    deliver(
+        &state,
+        "m2",
+        &event(
+            "user.created",
+            clerk_user("user_2", 1000, None, Some("ADA"), "a2@example.com"),
+        ),
+    )
+    .await;
+    deliver(
+        &state,
+        "m3",
+        &event(
+            "user.created",
+            clerk_user("user_3", 1000, None, None, "Grace.Hopper@example.com"),
+        ),
+    )
+    .await;
+    deliver(
+        &state,
+        "m4",
+        &event(
+            "user.created",
+            clerk_user("user_4", 1000, None, Some("  "), "!!!@example.com"),
+        ),
+    )
+    .await;
+    // A later Clerk username that another user already holds.
+    deliver(
+        &state,
+        "m5",
+        &event(
+            "user.created",
+            clerk_user("user_5", 1000, Some("Ada"), None, "a5@example.com"),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let names: Vec<String> =
+        futures_names(&pool, &["user_1", "user_2", "user_3", "user_4", "user_5"]).await;
+    assert_eq!(names, ["ada", "ada2", "gracehopper", "user", "ada3"]);
+
+    // The same data again resolves the same way.
+    deliver(
+        &state,
+        "m6",
+        &event(
+            "user.updated",
+            clerk_user("user_5", 2000, Some("Ada"), None, "a5@example.com"),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    assert_eq!(user_row(&pool, "user_5").await.unwrap().username, "ada3");
+}
+
+async fn futures_names(pool: &PgPool, ids: &[&str]) -> Vec<String> {
+    let mut names = Vec::new();
+    for id in ids {
+        names.push(user_row(pool, id).await.unwrap().username);
+    }
+    names
+}
