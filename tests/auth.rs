@@ -1,0 +1,256 @@
+//! Sessions: Clerk session tokens minted here as Clerk mints them (RS256,
+//! the instance key pair), checked through `POST /api/session`; and dev
+//! sign-in through its server function.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use knock::auth::server::SessionKeys;
+use rsa::{
+    RsaPrivateKey,
+    pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding},
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const ORIGIN: &str = "http://localhost:3000";
+
+/// A key pair standing in for a Clerk instance's: (private PEM, public PEM).
+fn instance_keys() -> &'static (String, String) {
+    static KEYS: OnceLock<(String, String)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        (
+            key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        )
+    })
+}
+
+fn other_private_key() -> &'static String {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+    })
+}
+
+fn clerk_state(pool: &PgPool) -> knock::server::state::AppState {
+    let keys = SessionKeys::clerk(&instance_keys().1, vec![ORIGIN.to_owned()]).unwrap();
+    common::state_with(pool, Arc::new(keys))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Claims as in a Clerk session token.
+fn claims(sub: &str) -> Value {
+    json!({
+        "sub": sub,
+        "azp": ORIGIN,
+        "iss": "https://clerk.example.com",
+        "sid": "sess_2test",
+        "iat": now(),
+        "nbf": now() - 1,
+        "exp": now() + 60,
+    })
+}
+
+fn sign(claims: &Value, private_pem: &str) -> String {
+    let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
+}
+
+fn clerk_token(claims: &Value) -> String {
+    sign(claims, &instance_keys().0)
+}
+
+/// `POST /api/session` with the token in the `__session` cookie.
+async fn session_with_cookie(state: knock::server::state::AppState, token: &str) -> Value {
+    let request = Request::post("/api/session")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, format!("__session={token}"))
+        .body(Body::empty())
+        .unwrap();
+    let reply = common::send(state, request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.json()
+}
+
+async fn users(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT clerk_id FROM users ORDER BY clerk_id").fetch_all(pool).await.unwrap()
+}
+
+#[sqlx::test]
+async fn the_first_request_of_a_user_with_no_row_creates_the_row(pool: PgPool) {
+    let session = session_with_cookie(clerk_state(&pool), &clerk_token(&claims("user_new"))).await;
+    assert_eq!(session["user"]["username"], "user");
+    assert_eq!(users(&pool).await, ["user_new"]);
+
+    // The webhook arrives later and fills in the profile.
+    knock::users::server::upsert_from_clerk(
+        &pool,
+        &knock::users::server::ClerkUser {
+            id: "user_new".into(),
+            username: Some("newton".into()),
+            updated_at: 1_700_000_000_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let session = session_with_cookie(clerk_state(&pool), &clerk_token(&claims("user_new"))).await;
+    assert_eq!(session["user"]["username"], "newton");
+    assert_eq!(users(&pool).await, ["user_new"], "still one row");
+}
+
+#[sqlx::test]
+async fn a_bearer_token_is_accepted_too(pool: PgPool) {
+    let request = Request::post("/api/session")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::AUTHORIZATION, format!("Bearer {}", clerk_token(&claims("user_b"))))
+        .body(Body::empty())
+        .unwrap();
+    let reply = common::send(clerk_state(&pool), request).await;
+    assert_eq!(reply.json()["user"]["username"], "user");
+    assert_eq!(users(&pool).await, ["user_b"]);
+}
+
+/// Each of these tokens is refused: the session is signed out and no row is made.
+async fn assert_refused(pool: &PgPool, token: &str, why: &str) {
+    let session = session_with_cookie(clerk_state(pool), token).await;
+    assert_eq!(session["user"], Value::Null, "{why}");
+    assert!(users(pool).await.is_empty(), "{why}: no row");
+}
+
+#[sqlx::test]
+async fn an_expired_token_is_refused(pool: PgPool) {
+    let mut c = claims("user_x");
+    c["exp"] = json!(now() - 10);
+    assert_refused(&pool, &clerk_token(&c), "expired 10 s ago (beyond the 5 s leeway)").await;
+}
+
+#[sqlx::test]
+async fn a_token_within_the_leeway_is_accepted(pool: PgPool) {
+    let mut c = claims("user_x");
+    c["exp"] = json!(now() - 2);
+    let session = session_with_cookie(clerk_state(&pool), &clerk_token(&c)).await;
+    assert_ne!(session["user"], Value::Null);
+}
+
+#[sqlx::test]
+async fn a_token_not_yet_valid_is_refused(pool: PgPool) {
+    let mut c = claims("user_x");
+    c["nbf"] = json!(now() + 60);
+    assert_refused(&pool, &clerk_token(&c), "nbf a minute ahead").await;
+}
+
+#[sqlx::test]
+async fn a_token_signed_with_another_key_is_refused(pool: PgPool) {
+    assert_refused(&pool, &sign(&claims("user_x"), other_private_key()), "wrong key").await;
+}
+
+#[sqlx::test]
+async fn a_token_for_another_origin_is_refused(pool: PgPool) {
+    let mut c = claims("user_x");
+    c["azp"] = json!("https://evil.example");
+    assert_refused(&pool, &clerk_token(&c), "azp not authorized").await;
+}
+
+#[sqlx::test]
+async fn a_token_without_sub_is_refused(pool: PgPool) {
+    let mut c = claims("user_x");
+    c.as_object_mut().unwrap().remove("sub");
+    assert_refused(&pool, &clerk_token(&c), "no sub").await;
+}
+
+#[sqlx::test]
+async fn an_unsigned_alg_none_token_is_refused(pool: PgPool) {
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let token = format!("{}.{}.", b64(&json!({ "alg": "none", "typ": "JWT" })), b64(&claims("user_x")));
+    assert_refused(&pool, &token, "alg none").await;
+}
+
+#[sqlx::test]
+async fn an_hs256_token_keyed_with_the_public_key_is_refused(pool: PgPool) {
+    let key = EncodingKey::from_secret(instance_keys().1.as_bytes());
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims("user_x"), &key).unwrap();
+    assert_refused(&pool, &token, "algorithm confusion").await;
+}
+
+#[sqlx::test]
+async fn a_deleted_user_is_signed_out(pool: PgPool) {
+    knock::users::server::tombstone(&pool, "user_gone").await.unwrap();
+    let session = session_with_cookie(clerk_state(&pool), &clerk_token(&claims("user_gone"))).await;
+    assert_eq!(session["user"], Value::Null);
+}
+
+#[sqlx::test]
+async fn dev_sign_in_sets_an_http_only_session_cookie_for_the_user(pool: PgPool) {
+    let state = common::state(&pool);
+    let request = Request::post("/api/session/dev-sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=Ada"))
+        .unwrap();
+    let reply = common::send(state.clone(), request).await;
+    assert!(reply.status.is_redirection() || reply.status.is_success(), "{}", reply.status);
+    let cookie = reply.headers.get(header::SET_COOKIE).expect("a cookie").to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    let token = cookie.trim_start_matches("__session=").split(';').next().unwrap();
+
+    let session = session_with_cookie(state.clone(), token).await;
+    assert_eq!(session["user"]["username"], "ada");
+    assert_eq!(users(&pool).await, ["dev_ada"]);
+
+    // Signing in again as ADA is the same user.
+    let again = Request::post("/api/session/dev-sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=ADA"))
+        .unwrap();
+    common::send(state, again).await;
+    assert_eq!(users(&pool).await, ["dev_ada"]);
+}
+
+#[sqlx::test]
+async fn dev_sign_in_refuses_a_username_without_letters_or_digits(pool: PgPool) {
+    let request = Request::post("/api/session/dev-sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=%21%21%21"))
+        .unwrap();
+    let reply = common::send(common::state(&pool), request).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.json()["error"]["code"], "bad_request");
+    assert!(users(&pool).await.is_empty());
+}
+
+#[sqlx::test]
+async fn dev_sign_in_is_not_there_in_clerk_mode(pool: PgPool) {
+    let request = Request::post("/api/session/dev-sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=ada"))
+        .unwrap();
+    let reply = common::send(clerk_state(&pool), request).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(users(&pool).await.is_empty());
+}
+
+#[sqlx::test]
+async fn sign_out_clears_the_cookie(pool: PgPool) {
+    let request = Request::post("/api/session/sign-out")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::empty())
+        .unwrap();
+    let reply = common::send(common::state(&pool), request).await;
+    let cookie = reply.headers.get(header::SET_COOKIE).expect("a cookie").to_str().unwrap();
+    assert!(cookie.starts_with("__session=;") && cookie.contains("Max-Age=0"), "{cookie}");
+}
