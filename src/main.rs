@@ -1,17 +1,29 @@
 //! The Knock server: settings → telemetry → database → router → serve, with
 //! graceful shutdown on SIGINT and SIGTERM.
+//!
+//! Operator commands (same settings, same database):
+//! - `knock webhooks failed`: list Clerk webhook events whose last attempt failed;
+//! - `knock webhooks retry [SVIX_ID]`: make those events (or one) due now; a
+//!   running server applies them within seconds.
 
 use std::process::ExitCode;
 
-use knock::server::{
-    config::Settings,
-    startup::{Application, shutdown_signal},
-    telemetry,
+use knock::{
+    server::{
+        config::Settings,
+        database::Database,
+        startup::{Application, shutdown_signal},
+        telemetry,
+    },
+    webhooks::worker,
 };
+
+const USAGE: &str = "usage: knock [webhooks failed | webhooks retry [SVIX_ID]]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     // Any start-up failure is one line on stderr and a non-zero exit.
     let settings = match Settings::load() {
         Ok(settings) => settings,
@@ -20,6 +32,62 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => serve(settings).await,
+        ["webhooks", "failed"] => webhooks(settings, None, false).await,
+        ["webhooks", "retry"] => webhooks(settings, None, true).await,
+        ["webhooks", "retry", svix_id] => webhooks(settings, Some(svix_id), true).await,
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `knock webhooks failed` / `knock webhooks retry [SVIX_ID]`.
+async fn webhooks(settings: Settings, svix_id: Option<&str>, retry: bool) -> ExitCode {
+    let database = match Database::connect(&settings.knock).await {
+        Ok(database) => database,
+        Err(error) => {
+            eprintln!("knock: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if retry {
+        worker::retry_now(&database.pool, svix_id)
+            .await
+            .map(|n| println!("{n} event(s) due for another attempt"))
+    } else {
+        worker::failed(&database.pool).await.map(|events| {
+            for e in &events {
+                println!(
+                    "{}\t{}\tattempts={}\treceived={}\t{}",
+                    e.svix_id,
+                    e.event_type,
+                    e.attempts,
+                    e.received_at,
+                    e.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} failed event(s)", events.len());
+        })
+    };
+    database.close_for_command().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("knock: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {

@@ -29,7 +29,9 @@ fn instance_keys() -> &'static (String, String) {
         let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
         (
             key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-            key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+            key.to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
         )
     })
 }
@@ -86,7 +88,10 @@ async fn session_with_cookie(state: knock::server::state::AppState, token: &str)
 }
 
 async fn users(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar("SELECT clerk_id FROM users ORDER BY clerk_id").fetch_all(pool).await.unwrap()
+    sqlx::query_scalar("SELECT clerk_id FROM users ORDER BY clerk_id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test]
@@ -116,7 +121,10 @@ async fn the_first_request_of_a_user_with_no_row_creates_the_row(pool: PgPool) {
 async fn a_bearer_token_is_accepted_too(pool: PgPool) {
     let request = Request::post("/api/session")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::AUTHORIZATION, format!("Bearer {}", clerk_token(&claims("user_b"))))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", clerk_token(&claims("user_b"))),
+        )
         .body(Body::empty())
         .unwrap();
     let reply = common::send(clerk_state(&pool), request).await;
@@ -135,7 +143,12 @@ async fn assert_refused(pool: &PgPool, token: &str, why: &str) {
 async fn an_expired_token_is_refused(pool: PgPool) {
     let mut c = claims("user_x");
     c["exp"] = json!(now() - 10);
-    assert_refused(&pool, &clerk_token(&c), "expired 10 s ago (beyond the 5 s leeway)").await;
+    assert_refused(
+        &pool,
+        &clerk_token(&c),
+        "expired 10 s ago (beyond the 5 s leeway)",
+    )
+    .await;
 }
 
 #[sqlx::test]
@@ -155,7 +168,12 @@ async fn a_token_not_yet_valid_is_refused(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_token_signed_with_another_key_is_refused(pool: PgPool) {
-    assert_refused(&pool, &sign(&claims("user_x"), other_private_key()), "wrong key").await;
+    assert_refused(
+        &pool,
+        &sign(&claims("user_x"), other_private_key()),
+        "wrong key",
+    )
+    .await;
 }
 
 #[sqlx::test]
@@ -175,21 +193,30 @@ async fn a_token_without_sub_is_refused(pool: PgPool) {
 #[sqlx::test]
 async fn an_unsigned_alg_none_token_is_refused(pool: PgPool) {
     use base64::Engine;
-    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
-    let token = format!("{}.{}.", b64(&json!({ "alg": "none", "typ": "JWT" })), b64(&claims("user_x")));
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let token = format!(
+        "{}.{}.",
+        b64(&json!({ "alg": "none", "typ": "JWT" })),
+        b64(&claims("user_x"))
+    );
     assert_refused(&pool, &token, "alg none").await;
 }
 
 #[sqlx::test]
 async fn an_hs256_token_keyed_with_the_public_key_is_refused(pool: PgPool) {
     let key = EncodingKey::from_secret(instance_keys().1.as_bytes());
-    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims("user_x"), &key).unwrap();
+    let token =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims("user_x"), &key).unwrap();
     assert_refused(&pool, &token, "algorithm confusion").await;
 }
 
 #[sqlx::test]
 async fn a_deleted_user_is_signed_out(pool: PgPool) {
-    knock::users::server::tombstone(&pool, "user_gone").await.unwrap();
+    knock::users::server::tombstone(&pool, "user_gone")
+        .await
+        .unwrap();
     let session = session_with_cookie(clerk_state(&pool), &clerk_token(&claims("user_gone"))).await;
     assert_eq!(session["user"], Value::Null);
 }
@@ -202,11 +229,28 @@ async fn dev_sign_in_sets_an_http_only_session_cookie_for_the_user(pool: PgPool)
         .body(Body::from("username=Ada"))
         .unwrap();
     let reply = common::send(state.clone(), request).await;
-    assert!(reply.status.is_redirection() || reply.status.is_success(), "{}", reply.status);
-    let cookie = reply.headers.get(header::SET_COOKIE).expect("a cookie").to_str().unwrap().to_owned();
+    assert!(
+        reply.status.is_redirection() || reply.status.is_success(),
+        "{}",
+        reply.status
+    );
+    let cookie = reply
+        .headers
+        .get(header::SET_COOKIE)
+        .expect("a cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(cookie.starts_with("__session="), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
-    let token = cookie.trim_start_matches("__session=").split(';').next().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let token = cookie
+        .trim_start_matches("__session=")
+        .split(';')
+        .next()
+        .unwrap();
 
     let session = session_with_cookie(state.clone(), token).await;
     assert_eq!(session["user"]["username"], "ada");
@@ -251,6 +295,14 @@ async fn sign_out_clears_the_cookie(pool: PgPool) {
         .body(Body::empty())
         .unwrap();
     let reply = common::send(common::state(&pool), request).await;
-    let cookie = reply.headers.get(header::SET_COOKIE).expect("a cookie").to_str().unwrap();
-    assert!(cookie.starts_with("__session=;") && cookie.contains("Max-Age=0"), "{cookie}");
+    let cookie = reply
+        .headers
+        .get(header::SET_COOKIE)
+        .expect("a cookie")
+        .to_str()
+        .unwrap();
+    assert!(
+        cookie.starts_with("__session=;") && cookie.contains("Max-Age=0"),
+        "{cookie}"
+    );
 }

@@ -77,10 +77,11 @@ async fn a_body_over_the_limit_is_413(pool: PgPool) {
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-/// Runs the real binary with `env` and returns (exit success, stderr).
-fn run_knock(env: &[(&str, &str)]) -> (bool, String) {
+/// Runs the real binary with `args` and `env`: (exit success, stdout, stderr).
+fn knock(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_knock"));
     command
+        .args(args)
         .env_remove("DATABASE_URL")
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "off");
@@ -90,8 +91,58 @@ fn run_knock(env: &[(&str, &str)]) -> (bool, String) {
     let output = command.output().expect("run knock");
     (
         output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Starts the server binary with `env`: (exit success, stderr).
+fn run_knock(env: &[(&str, &str)]) -> (bool, String) {
+    let (ok, _, stderr) = knock(&[], env);
+    (ok, stderr)
+}
+
+#[sqlx::test]
+async fn the_operator_lists_failed_webhook_events_and_makes_them_due(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_events (svix_id, event_type, payload, status, attempts, last_error, next_attempt_at)
+         VALUES ('msg_bad', 'user.created', '{}', 'failed', 3, 'bad user object', now() + interval '1 hour'),
+                ('msg_ok', 'user.created', '{}', 'done', 1, NULL, now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let url = options.to_url_lossy().to_string();
+    let env = [("DATABASE_URL", url.as_str())];
+
+    let (ok, stdout, stderr) = knock(&["webhooks", "failed"], &env);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("msg_bad") && stdout.contains("bad user object"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("msg_ok"), "{stdout}");
+
+    let (ok, stdout, stderr) = knock(&["webhooks", "retry", "msg_bad"], &env);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("1 event(s)"), "{stdout}");
+    let due: bool = sqlx::query_scalar(
+        "SELECT next_attempt_at <= now() FROM webhook_events WHERE svix_id = 'msg_bad'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(due);
+
+    let (ok, _, stderr) = knock(&["webhooks", "explode"], &env);
+    assert!(!ok && stderr.starts_with("usage:"), "{stderr}");
 }
 
 #[test]

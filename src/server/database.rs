@@ -75,6 +75,18 @@ impl Database {
         }
     }
 
+    /// Closes the pool; stops the embedded cluster only if this process
+    /// started it (a server running on it keeps it). For one-shot commands.
+    pub async fn close_for_command(self) {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded
+            && !cluster.adopted()
+            && let Err(error) = cluster.stop().await
+        {
+            tracing::error!(%error, "could not stop embedded Postgres");
+        }
+    }
+
     /// Closes the pool and stops the embedded cluster, if any.
     pub async fn shutdown(self) {
         self.pool.close().await;

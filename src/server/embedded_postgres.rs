@@ -90,6 +90,7 @@ pub struct EmbeddedPostgres {
     cluster_dir: PathBuf,
     bin_dir: PathBuf,
     run_as: Option<RunAs>,
+    adopted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -135,17 +136,19 @@ impl EmbeddedPostgres {
         if socket_len > MAX_SOCKET_PATH {
             return Err(EmbeddedPostgresError::SocketPathTooLong(socket_len));
         }
-        let cluster = Self {
+        let mut cluster = Self {
             cluster_dir,
             bin_dir,
             run_as,
+            adopted: false,
         };
 
         if !cluster.cluster_dir.join("PG_VERSION").exists() {
             cluster.init().await?;
         }
         cluster.write_settings()?;
-        if !cluster.adopt_running()? {
+        cluster.adopted = cluster.adopt_running()?;
+        if !cluster.adopted {
             cluster.start_server().await?;
         }
         cluster.create_database().await?;
@@ -163,6 +166,12 @@ impl EmbeddedPostgres {
             .port(PORT)
             .username(SUPERUSER)
             .database(database)
+    }
+
+    /// Whether the server was already running (left by an earlier process)
+    /// rather than started by this call.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// The cluster's directory (`<data_dir>/postgres`).
