@@ -30,6 +30,11 @@ mkdir "$tmp/pg"
 [ "$(id -u)" = 0 ] && chown postgres "$tmp/pg"
 cleanup() {
   as_pg "$pg_bin/pg_ctl" -D "$tmp/pg" -m immediate stop >/dev/null 2>&1 || true
+  # If a browser test fails, cargo-leptos kills the server without a clean
+  # shutdown, and its embedded cluster would outlive this script.
+  if [ -f "$tmp/data/postgres/postmaster.pid" ]; then
+    as_pg "$pg_bin/pg_ctl" -D "$tmp/data/postgres" -m immediate stop >/dev/null 2>&1 || true
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
