@@ -306,3 +306,134 @@ async fn sign_out_clears_the_cookie(pool: PgPool) {
         "{cookie}"
     );
 }
+
+/// A local stand-in for a Clerk endpoint: serves `router` on loopback.
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// The public half of `private_pem` as a JWK with `kid`.
+fn jwk(private_pem: &str, kid: &str) -> Value {
+    use base64::Engine;
+    use rsa::{pkcs8::DecodePrivateKey, traits::PublicKeyParts};
+    let key = RsaPrivateKey::from_pkcs8_pem(private_pem).unwrap();
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    json!({ "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": b64(key.n().to_bytes_be()), "e": b64(key.e().to_bytes_be()) })
+}
+
+fn sign_with_kid(claims: &Value, private_pem: &str, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+#[sqlx::test]
+async fn jwks_keys_are_fetched_and_refetched_when_clerk_rotates_them(pool: PgPool) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let served = Arc::new(Mutex::new(
+        json!({ "keys": [jwk(&instance_keys().0, "ins_1")] }),
+    ));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let url = {
+        let (served, fetches) = (served.clone(), fetches.clone());
+        let router = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (served, fetches) = (served.clone(), fetches.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(served.lock().unwrap().clone())
+                }
+            }),
+        );
+        format!("{}/.well-known/jwks.json", serve(router).await)
+    };
+    let keys = Arc::new(SessionKeys::clerk_jwks(
+        &url,
+        vec![],
+        std::time::Duration::ZERO,
+    ));
+    let state = common::state_with(&pool, keys);
+
+    let token = sign_with_kid(&claims("user_j"), &instance_keys().0, "ins_1");
+    assert_ne!(
+        session_with_cookie(state.clone(), &token).await["user"],
+        Value::Null
+    );
+    assert_ne!(
+        session_with_cookie(state.clone(), &token).await["user"],
+        Value::Null
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "the key set is cached");
+
+    // Clerk rotates to a new key.
+    *served.lock().unwrap() = json!({ "keys": [jwk(other_private_key(), "ins_2")] });
+    let rotated = sign_with_kid(&claims("user_j"), other_private_key(), "ins_2");
+    assert_ne!(
+        session_with_cookie(state.clone(), &rotated).await["user"],
+        Value::Null
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "an unknown kid refetches"
+    );
+
+    // A kid the JWKS does not have is refused.
+    let unknown = sign_with_kid(&claims("user_j"), other_private_key(), "ins_9");
+    assert_eq!(
+        session_with_cookie(state, &unknown).await["user"],
+        Value::Null
+    );
+}
+
+#[sqlx::test]
+async fn with_the_secret_key_a_missing_user_is_created_from_the_backend_api(pool: PgPool) {
+    let router = axum::Router::new().route(
+        "/v1/users/{id}",
+        axum::routing::get(
+            |path: axum::extract::Path<String>, headers: axum::http::HeaderMap| async move {
+                let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some("Bearer sk_test_knock");
+                if !authorized {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({}))).into_response();
+                }
+                axum::Json(json!({
+                    "id": path.0, "object": "user", "username": "grace", "first_name": "Grace",
+                    "last_name": "Hopper", "image_url": "https://img.clerk.com/g.png",
+                    "primary_email_address_id": "idn_1",
+                    "email_addresses": [{ "id": "idn_1", "email_address": "grace@example.com" }],
+                    "updated_at": 1_700_000_000_000_i64
+                }))
+                .into_response()
+            },
+        ),
+    );
+    use axum::response::IntoResponse;
+    let base = serve(router).await;
+    let api = knock::auth::server::ClerkApi::new(&base, "sk_test_knock".to_owned().into());
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let fetched = api
+        .user("user_grace")
+        .await
+        .expect("the Backend API answers");
+    assert_eq!(fetched.username.as_deref(), Some("grace"));
+    let mut state = clerk_state(&pool);
+    state.clerk_api = Some(api);
+
+    let session = session_with_cookie(state, &clerk_token(&claims("user_grace"))).await;
+    assert_eq!(session["user"]["username"], "grace");
+    assert_eq!(session["user"]["last_name"], "Hopper");
+    let email: Option<String> =
+        sqlx::query_scalar("SELECT email FROM users WHERE clerk_id = 'user_grace'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(email.as_deref(), Some("grace@example.com"));
+}

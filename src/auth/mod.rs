@@ -36,13 +36,17 @@ pub async fn session() -> Result<SessionInfo, AppError> {
     let headers: axum::http::HeaderMap = leptos_axum::extract()
         .await
         .map_err(|_| AppError::Internal)?;
-    let user = match server::session_token(&headers).map(|token| state.auth.verify(&token)) {
-        Some(Ok(claims)) => match server::user_for_claims(&state, &claims).await {
+    let claims = match server::session_token(&headers) {
+        Some(token) => state.auth.verify(&token).await.ok(),
+        None => None,
+    };
+    let user = match claims {
+        Some(claims) => match server::user_for_claims(&state, &claims).await {
             Ok(user) => Some(user),
             Err(AppError::Unauthorized) => None,
             Err(error) => return Err(error),
         },
-        _ => None,
+        None => None,
     };
     let clerk_js_url = state
         .clerk_publishable_key

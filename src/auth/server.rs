@@ -72,13 +72,81 @@ pub enum TokenError {
     /// `azp` is not one of `CLERK_AUTHORIZED_PARTIES`.
     #[error("session token for another origin: {0:?}")]
     UnauthorizedParty(Option<String>),
+    /// The token names a `kid` the JWKS does not have (or no `kid`).
+    #[error("session token signed with an unknown key")]
+    UnknownKey,
+    /// The JWKS could not be fetched.
+    #[error("JWKS: {0}")]
+    Jwks(String),
 }
 
 /// Verifies session tokens; in dev mode also signs them.
 pub struct SessionKeys {
-    decoding: DecodingKey,
+    source: KeySource,
     encoding: Option<EncodingKey>,
     authorized_parties: Vec<String>,
+}
+
+enum KeySource {
+    /// One PEM key (`CLERK_JWT_KEY`, or the dev key).
+    Static(DecodingKey),
+    /// Keys by `kid` from a JWKS (`CLERK_JWKS_URL`).
+    Jwks(Jwks),
+}
+
+/// A JWKS fetched on first use and again when a token names an unknown
+/// `kid` (Clerk rotates keys that way), at most once per [`JWKS_REFETCH`].
+struct Jwks {
+    min_refetch: std::time::Duration,
+    url: String,
+    client: reqwest::Client,
+    keys: tokio::sync::RwLock<std::collections::HashMap<String, DecodingKey>>,
+    last_fetch: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// The shortest time between two JWKS fetches.
+pub const JWKS_REFETCH: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Jwks {
+    async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Ok(key.clone());
+        }
+        {
+            let mut last = self.last_fetch.lock().await;
+            // Another request may have fetched while this one waited.
+            if let Some(key) = self.keys.read().await.get(kid) {
+                return Ok(key.clone());
+            }
+            if last.is_none_or(|at| at.elapsed() >= self.min_refetch) {
+                *last = Some(std::time::Instant::now());
+                let set: jsonwebtoken::jwk::JwkSet = self
+                    .client
+                    .get(&self.url)
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|e| TokenError::Jwks(e.to_string()))?
+                    .json()
+                    .await
+                    .map_err(|e| TokenError::Jwks(e.to_string()))?;
+                let keys = set
+                    .keys
+                    .iter()
+                    .filter_map(|jwk| {
+                        Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?))
+                    })
+                    .collect();
+                *self.keys.write().await = keys;
+            }
+        }
+        self.keys
+            .read()
+            .await
+            .get(kid)
+            .cloned()
+            .ok_or(TokenError::UnknownKey)
+    }
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -116,10 +184,37 @@ impl SessionKeys {
         let decoding =
             DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).map_err(KeyError::ClerkJwtKey)?;
         Ok(Self {
-            decoding,
+            source: KeySource::Static(decoding),
             encoding: None,
             authorized_parties,
         })
+    }
+
+    /// Clerk mode with a JWKS (`CLERK_JWKS_URL`, e.g.
+    /// `https://<frontend-api>/.well-known/jwks.json`): keys are fetched on
+    /// first use and again for an unknown `kid`.
+    /// `min_refetch` is the shortest time between two fetches
+    /// ([`JWKS_REFETCH`] in the server).
+    pub fn clerk_jwks(
+        url: &str,
+        authorized_parties: Vec<String>,
+        min_refetch: std::time::Duration,
+    ) -> Self {
+        let jwks = Jwks {
+            min_refetch,
+            url: url.to_owned(),
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            keys: Default::default(),
+            last_fetch: Default::default(),
+        };
+        Self {
+            source: KeySource::Jwks(jwks),
+            encoding: None,
+            authorized_parties,
+        }
     }
 
     /// Dev mode: load the RSA key in `path`, or make a 2048-bit one and keep
@@ -179,8 +274,10 @@ impl SessionKeys {
             .to_public_key_pem(LineEnding::LF)
             .map_err(|e| fail(e.to_string()))?;
         Ok(Self {
-            decoding: DecodingKey::from_rsa_pem(public_pem.as_bytes())
-                .map_err(|e| fail(e.to_string()))?,
+            source: KeySource::Static(
+                DecodingKey::from_rsa_pem(public_pem.as_bytes())
+                    .map_err(|e| fail(e.to_string()))?,
+            ),
             encoding: Some(
                 EncodingKey::from_rsa_pem(private_pem.as_bytes())
                     .map_err(|e| fail(e.to_string()))?,
@@ -199,14 +296,22 @@ impl SessionKeys {
     /// # Errors
     /// [`TokenError`] for a bad signature, another algorithm than RS256, an
     /// expired or not-yet-valid token (±5 s), no `sub`, or a foreign `azp`.
-    pub fn verify(&self, token: &str) -> Result<SessionClaims, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        let key = match &self.source {
+            KeySource::Static(key) => key.clone(),
+            KeySource::Jwks(jwks) => {
+                let kid = jsonwebtoken::decode_header(token)?
+                    .kid
+                    .ok_or(TokenError::UnknownKey)?;
+                jwks.key(&kid).await?
+            }
+        };
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let claims =
-            jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)?.claims;
+        let claims = jsonwebtoken::decode::<SessionClaims>(token, &key, &validation)?.claims;
         if !self.authorized_parties.is_empty()
             && let Some(azp) = &claims.azp
             && !self.authorized_parties.iter().any(|party| party == azp)
@@ -265,7 +370,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = session_token(&parts.headers).ok_or(AppError::Unauthorized)?;
-        let claims = state.auth.verify(&token).map_err(|error| {
+        let claims = state.auth.verify(&token).await.map_err(|error| {
             tracing::debug!(%error, "session refused");
             AppError::Unauthorized
         })?;
@@ -286,13 +391,27 @@ pub async fn user_for_claims(state: &AppState, claims: &SessionClaims) -> Result
             Ok(user)
         };
     }
-    // No row yet: create it now; the webhook fills in the profile later
-    // (its Clerk `updated_at` is newer than this row's, which has none).
-    let stub = ClerkUser {
+    // No row yet: create it now, from Clerk's Backend API when Knock has the
+    // secret key, else from the claims; the webhook fills in the rest later
+    // (its Clerk `updated_at` is newer than a stub's, which has none).
+    let profile = match &state.clerk_api {
+        Some(api) => match api.user(&claims.sub).await {
+            Ok(user) => Some(user),
+            Err(error) => {
+                tracing::warn!(%error, "Clerk Backend API unavailable; creating the user from the token");
+                None
+            }
+        },
+        None => None,
+    };
+    let user = profile.unwrap_or_else(|| ClerkUser {
         id: claims.sub.clone(),
         ..ClerkUser::default()
-    };
-    upsert_from_clerk(&state.pool, &stub).await?;
+    });
+    if user.id != claims.sub {
+        return Err(AppError::Unauthorized);
+    }
+    upsert_from_clerk(&state.pool, &user).await?;
     match find_by_clerk_id(&state.pool, &claims.sub).await? {
         Some((user, false)) => Ok(user),
         _ => Err(AppError::Unauthorized),
@@ -349,5 +468,56 @@ mod tests {
         );
         assert_eq!(frontend_api("sk_test_Y2xlcmsuZXhhbXBsZS5jb20k"), None);
         assert_eq!(frontend_api("pk_test_!!!"), None);
+    }
+}
+
+/// Clerk's Backend API, for the one call Knock makes: `GET /v1/users/{id}`
+/// (Clerk Backend API reference, "Retrieve a user"), authenticated with
+/// `CLERK_SECRET_KEY` as a Bearer token.
+#[derive(Clone)]
+pub struct ClerkApi {
+    client: reqwest::Client,
+    base_url: String,
+    secret_key: secrecy::SecretString,
+}
+
+impl std::fmt::Debug for ClerkApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClerkApi")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClerkApi {
+    /// Clerk's API at `base_url` (`CLERK_API_URL`, default
+    /// `https://api.clerk.com`), with a 5 s timeout per call.
+    pub fn new(base_url: &str, secret_key: secrecy::SecretString) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            secret_key,
+        }
+    }
+
+    /// The Clerk User `id`.
+    ///
+    /// # Errors
+    /// The HTTP or decoding error, as text.
+    pub async fn user(&self, id: &str) -> Result<ClerkUser, String> {
+        use secrecy::ExposeSecret;
+        self.client
+            .get(format!("{}/v1/users/{id}", self.base_url))
+            .bearer_auth(self.secret_key.expose_secret())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())
     }
 }

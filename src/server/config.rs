@@ -73,12 +73,12 @@ pub struct KnockSettings {
     #[serde(default)]
     pub allow_dev_auth: bool,
     /// Clerk's settings, the `CLERK_*` environment variables.
-    #[serde(default)]
+    #[serde(default = "default_clerk")]
     pub clerk: ClerkSettings,
 }
 
 /// Clerk's settings, under Clerk's own environment variable names.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClerkSettings {
     /// `CLERK_PUBLISHABLE_KEY` (`pk_test_…` / `pk_live_…`): set = Clerk mode.
@@ -100,6 +100,25 @@ pub struct ClerkSettings {
     /// `CLERK_WEBHOOK_SIGNING_SECRET` (`whsec_…`): verifies Svix deliveries.
     #[serde(default)]
     pub webhook_signing_secret: Option<SecretString>,
+    /// `CLERK_API_URL` (default `https://api.clerk.com`): Clerk's Backend API.
+    #[serde(default = "default_clerk_api_url")]
+    pub api_url: String,
+}
+
+fn default_clerk() -> ClerkSettings {
+    ClerkSettings {
+        publishable_key: None,
+        secret_key: None,
+        jwt_key: None,
+        jwks_url: None,
+        authorized_parties: None,
+        webhook_signing_secret: None,
+        api_url: default_clerk_api_url(),
+    }
+}
+
+fn default_clerk_api_url() -> String {
+    "https://api.clerk.com".to_owned()
 }
 
 impl ClerkSettings {
@@ -251,11 +270,6 @@ impl KnockSettings {
                 return Err(ConfigError::Invalid(
                     "CLERK_JWT_KEY: missing (Clerk mode needs CLERK_JWT_KEY or CLERK_JWKS_URL)"
                         .into(),
-                ));
-            }
-            if clerk.jwt_key.is_none() {
-                return Err(ConfigError::Invalid(
-                    "CLERK_JWKS_URL: not supported by this build; set CLERK_JWT_KEY (the PEM public key)".into(),
                 ));
             }
         } else if clerk.jwt_key.is_some() || clerk.jwks_url.is_some() {

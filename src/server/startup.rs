@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     app::{App, shell},
-    auth::server::{KeyError, SessionKeys},
+    auth::server::{ClerkApi, JWKS_REFETCH, KeyError, SessionKeys},
     webhooks::{self, worker},
 };
 
@@ -77,10 +77,17 @@ impl Application {
     /// [`StartupError`] naming what failed.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let knock = &settings.knock;
-        let auth = match &knock.clerk.jwt_key {
-            Some(pem) => SessionKeys::clerk(pem, knock.clerk.authorized_parties())?,
-            None => SessionKeys::dev(&knock.data_dir.join("dev-session-key.pem")).await?,
+        let parties = knock.clerk.authorized_parties();
+        let auth = match (&knock.clerk.jwt_key, &knock.clerk.jwks_url) {
+            (Some(pem), _) => SessionKeys::clerk(pem, parties)?,
+            (None, Some(url)) => SessionKeys::clerk_jwks(url, parties, JWKS_REFETCH),
+            (None, None) => SessionKeys::dev(&knock.data_dir.join("dev-session-key.pem")).await?,
         };
+        let clerk_api = knock
+            .clerk
+            .secret_key
+            .clone()
+            .map(|secret| ClerkApi::new(&knock.clerk.api_url, secret));
         let webhook = match &knock.clerk.webhook_signing_secret {
             Some(secret) => Some(Arc::new(
                 Webhook::new(secret.expose_secret())
@@ -103,6 +110,7 @@ impl Application {
             auth: Arc::new(auth),
             webhook,
             webhook_wakeup: Arc::new(Notify::new()),
+            clerk_api,
             clerk_publishable_key: knock.clerk.publishable_key.clone(),
         };
         tokio::spawn(worker::run(

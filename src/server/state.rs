@@ -7,7 +7,7 @@ use leptos::config::LeptosOptions;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::auth::server::SessionKeys;
+use crate::auth::server::{ClerkApi, SessionKeys};
 
 /// Shared server state: given to axum handlers as `State<AppState>` and to
 /// server functions through `expect_context::<AppState>()`.
@@ -24,6 +24,8 @@ pub struct AppState {
     pub webhook: Option<Arc<svix::webhooks::Webhook>>,
     /// Wakes the webhook worker when an event was stored.
     pub webhook_wakeup: Arc<Notify>,
+    /// Clerk's Backend API, when `CLERK_SECRET_KEY` is set.
+    pub clerk_api: Option<ClerkApi>,
     /// `CLERK_PUBLISHABLE_KEY`, for the sign-in page (Clerk mode).
     pub clerk_publishable_key: Option<String>,
 }

@@ -264,7 +264,17 @@ pub async fn tombstone(pool: &PgPool, clerk_id: &str) -> Result<SyncOutcome, sql
     Ok(SyncOutcome::Tombstoned(id))
 }
 
-/// The live (not tombstoned) user with this Clerk id.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    username: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    image_url: Option<String>,
+    deleted: bool,
+}
+
+/// The user with this Clerk id, and whether they are tombstoned.
 ///
 /// # Errors
 /// The database error.
@@ -272,25 +282,21 @@ pub async fn find_by_clerk_id(
     pool: &PgPool,
     clerk_id: &str,
 ) -> Result<Option<(User, bool)>, sqlx::Error> {
-    let row: Option<(Uuid, String, Option<String>, Option<String>, Option<String>, Option<OffsetDateTime>)> =
-        sqlx::query_as(
-            "SELECT id, username, first_name, last_name, image_url, deleted_at FROM users WHERE clerk_id = $1",
-        )
-        .bind(clerk_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(
-        |(id, username, first_name, last_name, image_url, deleted_at)| {
-            (
-                User {
-                    id,
-                    username,
-                    first_name,
-                    last_name,
-                    image_url,
-                },
-                deleted_at.is_some(),
-            )
-        },
-    ))
+    let row: Option<UserRow> = sqlx::query_as(
+        "SELECT id, username, first_name, last_name, image_url, deleted_at IS NOT NULL AS deleted
+         FROM users WHERE clerk_id = $1",
+    )
+    .bind(clerk_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let user = User {
+            id: r.id,
+            username: r.username,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            image_url: r.image_url,
+        };
+        (user, r.deleted)
+    }))
 }

@@ -94,11 +94,11 @@ pub async fn clerk_webhook(
         }
     };
     if event.event_type.starts_with("user.")
-        && !event
+        && event
             .data
             .get("id")
             .and_then(Value::as_str)
-            .is_some_and(|id| !id.is_empty())
+            .is_none_or(str::is_empty)
     {
         return error(
             StatusCode::BAD_REQUEST,

@@ -56,6 +56,7 @@ pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
             svix::webhooks::Webhook::new(WEBHOOK_SECRET).unwrap(),
         )),
         webhook_wakeup: Arc::new(Notify::new()),
+        clerk_api: None,
         clerk_publishable_key: None,
     }
 }
