@@ -437,3 +437,50 @@ async fn with_the_secret_key_a_missing_user_is_created_from_the_backend_api(pool
             .unwrap();
     assert_eq!(email.as_deref(), Some("grace@example.com"));
 }
+
+#[sqlx::test]
+async fn an_expired_session_of_a_browser_still_signed_in_at_clerk_gets_the_refresh_page(
+    pool: PgPool,
+) {
+    let mut state = clerk_state(&pool);
+    state.clerk_publishable_key = Some("pk_test_Y2xlcmsuZXhhbXBsZS5jb20k".to_owned());
+    let mut c = claims("user_x");
+    c["iat"] = json!(now() - 90);
+    c["nbf"] = json!(now() - 90);
+    c["exp"] = json!(now() - 30);
+    let token = clerk_token(&c);
+    let page = |cookies: String| {
+        Request::get("/")
+            .header(header::ACCEPT, "text/html,application/xhtml+xml")
+            .header(header::COOKIE, cookies)
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    let reply = common::send(
+        state.clone(),
+        page(format!("__session={token}; __client_uat=1700000000")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("Signing you in"), "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("https://clerk.example.com/npm/@clerk/clerk-js@5/dist/clerk.browser.js")
+    );
+    assert_eq!(
+        reply.headers.get(header::CACHE_CONTROL).unwrap(),
+        "no-store"
+    );
+    assert!(
+        !reply.body.contains("Sign in</a>"),
+        "not rendered as signed out"
+    );
+
+    // Signed out at Clerk (`__client_uat=0`): the app itself, signed out.
+    let reply = common::send(state, page(format!("__session={token}; __client_uat=0"))).await;
+    assert!(!reply.body.contains("Signing you in"));
+    assert!(reply.body.contains("Sign in</a>"), "{}", reply.body);
+    assert!(users(&pool).await.is_empty());
+}

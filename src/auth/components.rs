@@ -116,6 +116,17 @@ pub fn SignInPage() -> impl IntoView {
     }
 }
 
+/// Once ClerkJS has loaded: finish a Knock sign-out at Clerk too (or Clerk
+/// would issue a new session token), send a signed-in person home, else
+/// mount Clerk's sign-in, which returns to `/` when done.
+const CLERK_SIGN_IN_SCRIPT: &str = "window.Clerk.load().then(function () {\
+  var el = document.getElementById('clerk-sign-in');\
+  var mount = function () { window.Clerk.mountSignIn(el, { fallbackRedirectUrl: '/' }); };\
+  if (window.Clerk.session && /signed_out/.test(location.search)) { window.Clerk.signOut().then(mount); }\
+  else if (window.Clerk.session) { location.href = '/'; }\
+  else { mount(); }\
+})";
+
 /// Clerk's sign-in component, mounted by ClerkJS from `clerk_js_url`.
 #[component]
 fn ClerkSignIn(publishable_key: String, clerk_js_url: String) -> impl IntoView {
@@ -126,7 +137,7 @@ fn ClerkSignIn(publishable_key: String, clerk_js_url: String) -> impl IntoView {
             crossorigin="anonymous"
             data-clerk-publishable-key=publishable_key
             src=clerk_js_url
-            onload="window.Clerk.load().then(() => window.Clerk.mountSignIn(document.getElementById('clerk-sign-in')))"
+            onload=CLERK_SIGN_IN_SCRIPT
         ></script>
     }
 }

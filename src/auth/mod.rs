@@ -113,7 +113,13 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
 /// None in practice; the signature is that of every server function.
 #[server(prefix = "/api", endpoint = "session/sign-out")]
 pub async fn sign_out() -> Result<(), AppError> {
+    let state = expect_context::<crate::server::state::AppState>();
     server::set_session_cookie(None);
-    leptos_axum::redirect("/sign-in");
+    // In Clerk mode the sign-in page also signs the browser out of Clerk.
+    leptos_axum::redirect(if state.clerk_publishable_key.is_some() {
+        "/sign-in?signed_out=1"
+    } else {
+        "/sign-in"
+    });
     Ok(())
 }

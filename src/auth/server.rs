@@ -14,6 +14,7 @@ use std::path::Path;
 use axum::{
     extract::FromRequestParts,
     http::{HeaderMap, header::AUTHORIZATION, request::Parts},
+    response::IntoResponse,
 };
 use axum_extra::extract::CookieJar;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -520,4 +521,70 @@ impl ClerkApi {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// Clerk's cookie that tells whether the browser has a Clerk client signed
+/// in: `__client_uat` is the Unix time of the last sign-in, `0` when signed
+/// out (Clerk docs, "How Clerk works": the handshake).
+pub const CLIENT_UAT_COOKIE: &str = "__client_uat";
+
+/// Clerk mode: a page request whose `__session` token has expired, from a
+/// browser that Clerk still has signed in (`__client_uat` > 0), gets a short
+/// "Signing you in…" page instead of the app. The page loads ClerkJS, which
+/// issues a fresh `__session` (tokens live 60 s; ClerkJS refreshes them
+/// while a page is open), then reloads. So a signed-in person is never
+/// rendered as signed out. Everything else passes through.
+pub async fn refresh_expired_session(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(key) = state.clerk_publishable_key.as_deref()
+        && request.method() == axum::http::Method::GET
+        && wants_html(request.headers())
+        && client_uat(request.headers()) > 0
+        && let Some(token) = session_token(request.headers())
+        && let Err(TokenError::Invalid(error)) = state.auth.verify(&token).await
+        && *error.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature
+        && let Some(host) = frontend_api(key)
+    {
+        let options = &state.leptos_options;
+        let css = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
+        return refresh_page(key, &host, &css);
+    }
+    next.run(request).await
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+fn client_uat(headers: &HeaderMap) -> i64 {
+    CookieJar::from_headers(headers)
+        .get(CLIENT_UAT_COOKIE)
+        .and_then(|c| c.value().parse().ok())
+        .unwrap_or(0)
+}
+
+fn refresh_page(publishable_key: &str, host: &str, css: &str) -> axum::response::Response {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let html = format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Knock</title><link rel="stylesheet" href="{css}"></head><body><main class="welcome" aria-busy="true"><h1>Knock</h1><p id="refresh-status" role="status">Signing you in…</p></main><script async crossorigin="anonymous" data-clerk-publishable-key="{key}" src="https://{host}/npm/@clerk/clerk-js@5/dist/clerk.browser.js" onload="window.Clerk.load().then(function () {{ location.reload(); }})" onerror="document.getElementById('refresh-status').textContent = 'Could not reach Clerk to refresh your session. Reload to try again.'"></script></body></html>"#,
+        css = escape(css),
+        key = escape(publishable_key),
+        host = escape(host),
+    );
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        axum::response::Html(html),
+    )
+        .into_response()
 }

@@ -33,7 +33,10 @@ use super::{
 };
 use crate::{
     app::{App, shell},
-    auth::server::{ClerkApi, JWKS_REFETCH, KeyError, SessionKeys},
+    auth::{
+        self,
+        server::{ClerkApi, JWKS_REFETCH, KeyError, SessionKeys},
+    },
     webhooks::{self, worker},
 };
 
@@ -195,6 +198,10 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
         .leptos_routes_with_context(&state, routes, || (), move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::server::refresh_expired_session,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
