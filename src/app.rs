@@ -3,13 +3,14 @@
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    SsrMode, StaticSegment,
+    ParamSegment, SsrMode, StaticSegment,
     components::{Route, Router, Routes},
 };
 
 use crate::{
     auth::components::{SignInPage, provide_session},
     components::layout::Layout,
+    dms::components::{ChatPage, provide_handshake},
 };
 
 /// The document around the app: rendered on the server only, with the
@@ -38,6 +39,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     provide_session();
+    provide_handshake();
     view! {
         <Stylesheet id="leptos" href="/pkg/knock.css" />
         <Title text="Knock" />
@@ -48,6 +50,11 @@ pub fn App() -> impl IntoView {
                     // works before (and without) the WASM bundle.
                     <Route path=StaticSegment("") view=HomePage ssr=SsrMode::InOrder />
                     <Route path=StaticSegment("sign-in") view=SignInPage ssr=SsrMode::InOrder />
+                    <Route
+                        path=(StaticSegment("chat"), ParamSegment("user_id"))
+                        view=ChatPage
+                        ssr=SsrMode::InOrder
+                    />
                 </Routes>
             </Layout>
         </Router>

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod components;
+pub mod dms;
 pub mod error;
 #[cfg(feature = "ssr")]
 pub mod server;

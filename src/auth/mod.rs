@@ -32,7 +32,7 @@ pub struct SessionInfo {
 #[server(prefix = "/api", endpoint = "session")]
 pub async fn session() -> Result<SessionInfo, AppError> {
     use crate::server::state::AppState;
-    let state = expect_context::<AppState>();
+    let state = AppState::current()?;
     let headers: axum::http::HeaderMap = leptos_axum::extract()
         .await
         .map_err(|_| AppError::Internal)?;
@@ -75,7 +75,7 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
         server::state::AppState,
         users::server::{ClerkUser, normalise_username, upsert_from_clerk},
     };
-    let state = expect_context::<AppState>();
+    let state = AppState::current()?;
     if !state.auth.is_dev() {
         return Err(respond(AppError::NotFound));
     }
@@ -113,7 +113,7 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
 /// None in practice; the signature is that of every server function.
 #[server(prefix = "/api", endpoint = "session/sign-out")]
 pub async fn sign_out() -> Result<(), AppError> {
-    let state = expect_context::<crate::server::state::AppState>();
+    let state = crate::server::state::AppState::current()?;
     server::set_session_cookie(None);
     // In Clerk mode the sign-in page also signs the browser out of Clerk.
     leptos_axum::redirect(if state.clerk_publishable_key.is_some() {

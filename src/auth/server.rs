@@ -588,3 +588,18 @@ fn refresh_page(publishable_key: &str, host: &str, css: &str) -> axum::response:
     )
         .into_response()
 }
+
+/// In a server function: the signed-in user, or [`AppError::Unauthorized`]
+/// (with the response status set to 401).
+///
+/// # Errors
+/// [`AppError::Unauthorized`] without a valid session;
+/// [`AppError::Internal`] when the database fails.
+pub async fn current_user() -> Result<User, AppError> {
+    let state = AppState::current()?;
+    let mut parts = leptos::prelude::use_context::<Parts>().ok_or(AppError::Internal)?;
+    CurrentUser::from_request_parts(&mut parts, &state)
+        .await
+        .map(|CurrentUser(user)| user)
+        .map_err(crate::error::respond)
+}

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::auth::components::UserMenu;
+use crate::{auth::components::UserMenu, dms::components::Sidebar};
 
 /// The sidebar / main-pane layout every page sits in.
 ///
@@ -41,8 +41,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                 aria-label="Conversations"
                 hidden=move || !sidebar_open.get()
             >
-                <h2>"Conversations"</h2>
-                <p class="muted">"No conversations yet."</p>
+                <Sidebar />
             </aside>
             <main class="main-pane">{children()}</main>
         </div>

@@ -68,6 +68,10 @@ pub struct KnockSettings {
     /// long open requests may run on before the server stops, in seconds.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// `KNOCK_INVITES_PER_MINUTE` (default 20): invites one user may send
+    /// per minute; more get 429.
+    #[serde(default = "default_invites_per_minute")]
+    pub invites_per_minute: u32,
     /// `KNOCK_ALLOW_DEV_AUTH`: `1` (or `true`) lets dev mode listen on a
     /// non-loopback address (anyone who reaches it can sign in as anyone).
     #[serde(default)]
@@ -149,6 +153,9 @@ fn default_request_timeout_secs() -> u64 {
 fn default_body_limit_bytes() -> usize {
     1024 * 1024
 }
+fn default_invites_per_minute() -> u32 {
+    crate::dms::server::INVITES_PER_MINUTE
+}
 fn default_shutdown_grace_secs() -> u64 {
     10
 }
@@ -161,6 +168,7 @@ const KNOCK_ENV: &[(&str, &str)] = &[
     ("KNOCK_BODY_LIMIT_BYTES", "body_limit_bytes"),
     ("KNOCK_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("KNOCK_ALLOW_DEV_AUTH", "allow_dev_auth"),
+    ("KNOCK_INVITES_PER_MINUTE", "invites_per_minute"),
     ("CLERK_PUBLISHABLE_KEY", "clerk.publishable_key"),
     ("CLERK_SECRET_KEY", "clerk.secret_key"),
     ("CLERK_JWT_KEY", "clerk.jwt_key"),

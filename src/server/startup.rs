@@ -114,6 +114,7 @@ impl Application {
             webhook,
             webhook_wakeup: Arc::new(Notify::new()),
             clerk_api,
+            invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
             clerk_publishable_key: knock.clerk.publishable_key.clone(),
         };
         tokio::spawn(worker::run(

@@ -7,10 +7,13 @@ use leptos::config::LeptosOptions;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::auth::server::{ClerkApi, SessionKeys};
+use crate::{
+    auth::server::{ClerkApi, SessionKeys},
+    error::AppError,
+};
 
 /// Shared server state: given to axum handlers as `State<AppState>` and to
-/// server functions through `expect_context::<AppState>()`.
+/// server functions through [`AppState::current`].
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// Leptos's options (site root, output name, …).
@@ -24,6 +27,8 @@ pub struct AppState {
     pub webhook: Option<Arc<svix::webhooks::Webhook>>,
     /// Wakes the webhook worker when an event was stored.
     pub webhook_wakeup: Arc<Notify>,
+    /// Invites per user per minute (`KNOCK_INVITES_PER_MINUTE`).
+    pub invite_limiter: Arc<crate::dms::server::InviteLimiter>,
     /// Clerk's Backend API, when `CLERK_SECRET_KEY` is set.
     pub clerk_api: Option<ClerkApi>,
     /// `CLERK_PUBLISHABLE_KEY`, for the sign-in page (Clerk mode).
@@ -39,5 +44,17 @@ impl FromRef<AppState> for LeptosOptions {
 impl FromRef<AppState> for PgPool {
     fn from_ref(state: &AppState) -> Self {
         state.pool.clone()
+    }
+}
+
+impl AppState {
+    /// In a server function: the state provided by the router.
+    ///
+    /// # Errors
+    /// [`AppError::Internal`] outside a request. That happens once at
+    /// start-up, when Leptos renders the app to list its routes and the
+    /// app's resources call their server functions directly.
+    pub fn current() -> Result<Self, AppError> {
+        leptos::prelude::use_context::<Self>().ok_or(AppError::Internal)
     }
 }

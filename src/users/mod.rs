@@ -42,3 +42,19 @@ impl User {
         }
     }
 }
+
+/// `POST /api/users/get` `{user_id}`: one live user.
+///
+/// # Errors
+/// 401 without a session; 404 for an unknown or deleted user.
+#[leptos::server(prefix = "/api", endpoint = "users/get", input = leptos::server_fn::codec::Json)]
+pub async fn get_user(user_id: Uuid) -> Result<User, crate::error::AppError> {
+    use crate::error::{AppError, respond};
+    crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::find_live(&state.pool, user_id)
+        .await
+        .map_err(AppError::from)
+        .and_then(|user| user.ok_or(AppError::NotFound))
+        .map_err(respond)
+}

@@ -300,3 +300,17 @@ pub async fn find_by_clerk_id(
         (user, r.deleted)
     }))
 }
+
+/// The live (not tombstoned) user with Knock id `id`.
+///
+/// # Errors
+/// The database error.
+pub async fn find_live(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, first_name, last_name, image_url FROM users
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}

@@ -57,6 +57,9 @@ pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
         )),
         webhook_wakeup: Arc::new(Notify::new()),
         clerk_api: None,
+        invite_limiter: Arc::new(knock::dms::server::invite_limiter(
+            knock::dms::server::INVITES_PER_MINUTE,
+        )),
         clerk_publishable_key: None,
     }
 }

@@ -1,0 +1,306 @@
+//! The handshake UI: the sidebar's people and conversations, and the chat
+//! page with each side's buttons per state (DESIGN §4 labels).
+
+use leptos::prelude::*;
+use leptos_router::hooks::{use_params_map, use_query_map};
+use uuid::Uuid;
+
+use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
+use crate::{
+    auth::{SessionInfo, components::Session},
+    users::get_user,
+};
+
+/// The one handshake action of the app, shared by the chat page (which
+/// dispatches it) and the sidebar (which refetches when it completes).
+#[derive(Clone, Copy)]
+pub struct Handshake(pub ServerAction<DmForm>);
+
+/// Creates the [`Handshake`] action and provides it. Call once, in `App`.
+pub fn provide_handshake() {
+    provide_context(Handshake(ServerAction::<DmForm>::new()));
+}
+
+/// The sidebar: incoming invites, conversations and people (with search).
+#[component]
+pub fn Sidebar() -> impl IntoView {
+    let Session { info, .. } = expect_context::<Session>();
+    let Handshake(action) = expect_context::<Handshake>();
+    let query = use_query_map();
+    let search = move || query.read().get("q").unwrap_or_default();
+    // Signed out, nothing is fetched (the lists would only say 401).
+    let dms = Resource::new(
+        move || action.version().get(),
+        move |_| async move {
+            if signed_in(info).await {
+                list_dms().await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+    );
+    let people = Resource::new(
+        move || (search(), action.version().get()),
+        move |(q, _)| async move {
+            if signed_in(info).await {
+                list_users((!q.is_empty()).then_some(q)).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+    );
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                let Ok(SessionInfo { user: Some(me), .. }) = info.await else {
+                    return view! {
+                        <p class="muted">"Sign in to see people and conversations."</p>
+                    }
+                        .into_any();
+                };
+                let dms = dms.await.unwrap_or_default();
+                let people = people.await.unwrap_or_default();
+                let incoming = dms
+                    .iter()
+                    .filter(|d| MyView::of(Some(&d.dm), me.id) == MyView::Invited)
+                    .count();
+                view! {
+                    <section aria-labelledby="conversations-title">
+                        <h2 id="conversations-title">
+                            "Conversations"
+                            {(incoming > 0)
+                                .then(|| {
+                                    view! {
+                                        <span class="badge" aria-label="Invites waiting">
+                                            {incoming}
+                                        </span>
+                                    }
+                                })}
+                        </h2>
+                        {if dms.is_empty() {
+                            view! { <p class="muted">"No conversations yet."</p> }.into_any()
+                        } else {
+                            view! {
+                                <ul class="list" aria-label="Conversations">
+                                    {dms
+                                        .into_iter()
+                                        .map(|d| {
+                                            let label = state_label(MyView::of(Some(&d.dm), me.id));
+                                            view! {
+                                                <li>
+                                                    <a href=format!("/chat/{}", d.other_user.id)>
+                                                        <span class="name">{d.other_user.display_name()}</span>
+                                                        <span class="state">{label}</span>
+                                                    </a>
+                                                </li>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </ul>
+                            }
+                                .into_any()
+                        }}
+                    </section>
+                    <section aria-labelledby="people-title">
+                        <h2 id="people-title">"People"</h2>
+                        <form method="get" action="" role="search" class="search">
+                            <input
+                                type="search"
+                                name="q"
+                                aria-label="Search people"
+                                placeholder="Search people"
+                                value=search()
+                            />
+                        </form>
+                        <ul class="list" aria-label="People">
+                            {people
+                                .into_iter()
+                                .map(|p| {
+                                    let label = state_label(MyView::of(p.dm.as_ref(), me.id));
+                                    view! {
+                                        <li>
+                                            <a href=format!("/chat/{}", p.user.id)>
+                                                <span class="name">{p.user.display_name()}</span>
+                                                <span class="username">"@" {p.user.username.clone()}</span>
+                                                <span class="state">{label}</span>
+                                            </a>
+                                        </li>
+                                    }
+                                })
+                                .collect_view()}
+                        </ul>
+                    </section>
+                }
+                    .into_any()
+            })}
+        </Transition>
+    }
+}
+
+/// Whether the session resource has a signed-in user.
+async fn signed_in(info: Resource<Result<SessionInfo, crate::error::AppError>>) -> bool {
+    matches!(info.await, Ok(SessionInfo { user: Some(_), .. }))
+}
+
+fn state_label(view: MyView) -> &'static str {
+    match view {
+        MyView::None => "",
+        MyView::InviteSent => "Invite sent",
+        MyView::Invited => "Invited you",
+        MyView::Active => "",
+        MyView::InviteDeclined => "Invite declined",
+        MyView::YouDeclined => "You declined",
+    }
+}
+
+/// `/chat/{user_id}`: the DM with that user, with this side's buttons.
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let Session { info, .. } = expect_context::<Session>();
+    let Handshake(action) = expect_context::<Handshake>();
+    let params = use_params_map();
+    let other_id = move || {
+        params
+            .read()
+            .get("user_id")
+            .and_then(|id| id.parse::<Uuid>().ok())
+    };
+    let other = Resource::new(other_id, move |id| async move {
+        match id {
+            Some(id) if signed_in(info).await => get_user(id).await,
+            Some(_) => Err(crate::error::AppError::Unauthorized),
+            None => Err(crate::error::AppError::NotFound),
+        }
+    });
+    let dm = Resource::new(
+        move || (other_id(), action.version().get()),
+        move |(id, _)| async move {
+            match id {
+                Some(id) if signed_in(info).await => get_dm(id).await,
+                Some(_) => Err(crate::error::AppError::Unauthorized),
+                None => Err(crate::error::AppError::NotFound),
+            }
+        },
+    );
+    let error = move || {
+        action
+            .value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| view! { <p class="form-error" role="alert">{e.to_string()}</p> })
+    };
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let me = match info.await {
+                    Ok(SessionInfo { user: Some(me), .. }) => me,
+                    _ => {
+                        return view! {
+                            <section class="welcome">
+                                <p>
+                                    <a href="/sign-in">"Sign in"</a>
+                                    " to chat."
+                                </p>
+                            </section>
+                        }
+                            .into_any();
+                    }
+                };
+                let (Ok(other), Ok(dm)) = (other.await, dm.await) else {
+                    return view! {
+                        <section class="welcome">
+                            <h1>"No such person"</h1>
+                        </section>
+                    }
+                        .into_any();
+                };
+                let my_view = MyView::of(dm.as_ref(), me.id);
+                let dm_id = dm.as_ref().map(|d| d.id.to_string()).unwrap_or_default();
+                let form = move |act: &'static str, label: &'static str| {
+                    let dm_id = dm_id.clone();
+                    view! {
+                        <ActionForm action=action>
+                            <input type="hidden" name="action" value=act />
+                            <input type="hidden" name="other_user_id" value=other.id.to_string() />
+                            {(!dm_id.is_empty())
+                                .then(|| view! { <input type="hidden" name="dm_id" value=dm_id.clone() /> })}
+                            <button type="submit" class=format!("button-{act}")>
+                                {label}
+                            </button>
+                        </ActionForm>
+                    }
+                };
+                let body = match my_view {
+                    MyView::None => form("invite", "Start chat").into_any(),
+                    MyView::InviteSent => {
+                        view! {
+                            <button type="button" disabled>
+                                "Invite sent"
+                            </button>
+                        }
+                            .into_any()
+                    }
+                    MyView::Invited => {
+                        view! {
+                            <p>{other.display_name()} " wants to chat with you."</p>
+                            <div class="actions">
+                                {form("accept", "Accept")} {form("decline", "Decline")}
+                            </div>
+                        }
+                            .into_any()
+                    }
+                    MyView::Active => {
+                        view! {
+                            <div class="messages" aria-label="Messages">
+                                <p class="muted">"No messages yet."</p>
+                            </div>
+                            <form class="composer">
+                                <textarea aria-label="Message" rows="2" disabled></textarea>
+                                <button type="submit" disabled>
+                                    "Send"
+                                </button>
+                            </form>
+                        }
+                            .into_any()
+                    }
+                    MyView::InviteDeclined => {
+                        view! {
+                            <p>"Invite declined"</p>
+                            {form("invite", "Re-invite")}
+                        }
+                            .into_any()
+                    }
+                    MyView::YouDeclined => {
+                        view! {
+                            <p>"You declined"</p>
+                            {form("invite", "Re-invite")}
+                        }
+                            .into_any()
+                    }
+                };
+                view! {
+                    <section class="chat" aria-labelledby="chat-title">
+                        <header class="chat-header">
+                            <h1 id="chat-title">{other.display_name()}</h1>
+                            <span class="username">"@" {other.username.clone()}</span>
+                        </header>
+                        <div class="handshake">{body}</div>
+                    </section>
+                }
+                    .into_any()
+            })}
+        </Transition>
+        {error}
+    }
+}
+
+impl DmStatus {
+    /// The API name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invited => "INVITED",
+            Self::Active => "ACTIVE",
+            Self::Declined => "DECLINED",
+        }
+    }
+}

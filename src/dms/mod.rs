@@ -1,0 +1,244 @@
+//! DMs: one per pair of users, opened by a handshake (DESIGN §4).
+//!
+//! `NONE → INVITED → ACTIVE`, or `INVITED → DECLINED`; a re-invite brings a
+//! declined DM back to `INVITED` with roles reset. The rules live in
+//! [`server`]; the server functions here are thin. Each action has a JSON
+//! endpoint (the API of DESIGN §6, used by the hydrated app) and a form twin
+//! (`…/form`) that `ActionForm` posts before the WASM bundle has loaded.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{error::AppError, users::User};
+
+pub mod components;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// The state of a DM (`dm_status`); no row at all is `NONE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(
+    feature = "ssr",
+    derive(sqlx::Type),
+    sqlx(type_name = "dm_status", rename_all = "SCREAMING_SNAKE_CASE")
+)]
+pub enum DmStatus {
+    /// The inviter has accepted, the invitee is pending.
+    Invited,
+    /// Both accepted: messages allowed.
+    Active,
+    /// The invitee declined: frozen until someone re-invites.
+    Declined,
+}
+
+/// A DM as the API shows it: `{id, status, invited_by_user_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct Dm {
+    /// The DM's id.
+    pub id: Uuid,
+    /// Its state.
+    pub status: DmStatus,
+    /// Who sent the current invite.
+    pub invited_by_user_id: Uuid,
+}
+
+/// What one side of a DM sees, by state and role (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MyView {
+    /// No DM yet: **Start chat**.
+    None,
+    /// I invited: disabled **Invite sent**.
+    InviteSent,
+    /// I was invited: **Accept**, **Decline**.
+    Invited,
+    /// Messages and composer.
+    Active,
+    /// My invite was declined: **Invite declined**, **Re-invite**.
+    InviteDeclined,
+    /// I declined: **You declined**, **Re-invite**.
+    YouDeclined,
+}
+
+impl MyView {
+    /// The view of `me` on `dm` (only the invitee can decline, so in a
+    /// declined DM the decliner is whoever did not invite).
+    pub fn of(dm: Option<&Dm>, me: Uuid) -> Self {
+        match dm {
+            None => Self::None,
+            Some(dm) => match (dm.status, dm.invited_by_user_id == me) {
+                (DmStatus::Invited, true) => Self::InviteSent,
+                (DmStatus::Invited, false) => Self::Invited,
+                (DmStatus::Active, _) => Self::Active,
+                (DmStatus::Declined, true) => Self::InviteDeclined,
+                (DmStatus::Declined, false) => Self::YouDeclined,
+            },
+        }
+    }
+}
+
+/// A user with their DM with me, as `users/list` returns them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserWithDm {
+    /// The user.
+    #[serde(flatten)]
+    pub user: User,
+    /// Whether they have an open event stream (presence; false until real time).
+    pub online: bool,
+    /// Our DM, `null` when nobody has invited.
+    pub dm: Option<Dm>,
+}
+
+/// One of my DMs with the other user, as `dm/list` returns them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmSummary {
+    /// The DM.
+    #[serde(flatten)]
+    pub dm: Dm,
+    /// The other member.
+    pub other_user: User,
+    /// The last message's text, if any.
+    pub last_message: Option<String>,
+    /// When the DM last changed, RFC 3339.
+    pub last_activity_at: String,
+    /// Messages from the other user after my read position.
+    pub unread_count: i64,
+}
+
+/// `POST /api/users/list` `{query?}`: everyone but me (and users I blocked),
+/// matching `query` in username or name, each with our DM.
+///
+/// # Errors
+/// 401 without a session; 500 on a database error.
+#[server(prefix = "/api", endpoint = "users/list", input = server_fn::codec::Json)]
+pub async fn list_users(query: Option<String>) -> Result<Vec<UserWithDm>, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::list_users(&state.pool, me.id, query.as_deref().unwrap_or_default())
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/dm/get` `{other_user_id}`: our DM, or `null` (state `NONE`).
+///
+/// # Errors
+/// 401 without a session; 404 for an unknown user.
+#[server(prefix = "/api", endpoint = "dm/get", input = server_fn::codec::Json)]
+pub async fn get_dm(other_user_id: Uuid) -> Result<Option<Dm>, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::get(&state.pool, me.id, other_user_id)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/dm/invite` `{other_user_id}`: invite, or re-invite after a
+/// decline. Returns the DM.
+///
+/// # Errors
+/// 400 inviting myself; 404 unknown user; 409 a repeat invite (or inviting
+/// someone I blocked); 429 too many invites.
+#[server(prefix = "/api", endpoint = "dm/invite", input = server_fn::codec::Json)]
+pub async fn invite(other_user_id: Uuid) -> Result<Dm, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::invite(&state, me.id, other_user_id)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/dm/accept` `{dm_id}`: the pending invitee accepts.
+///
+/// # Errors
+/// 404 unknown DM or not mine; 409 not a pending invite of mine.
+#[server(prefix = "/api", endpoint = "dm/accept", input = server_fn::codec::Json)]
+pub async fn accept(dm_id: Uuid) -> Result<Dm, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::answer(&state.pool, me.id, dm_id, server::Answer::Accept)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/dm/decline` `{dm_id}`: the pending invitee declines.
+///
+/// # Errors
+/// 404 unknown DM or not mine; 409 not a pending invite of mine.
+#[server(prefix = "/api", endpoint = "dm/decline", input = server_fn::codec::Json)]
+pub async fn decline(dm_id: Uuid) -> Result<Dm, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::answer(&state.pool, me.id, dm_id, server::Answer::Decline)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/dm/list` `{}`: my DMs, most recent first.
+///
+/// # Errors
+/// 401 without a session.
+#[server(prefix = "/api", endpoint = "dm/list", input = server_fn::codec::Json)]
+pub async fn list_dms() -> Result<Vec<DmSummary>, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::list(&state.pool, me.id)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/users/block` `{user_id}`: their invites stop reaching me.
+///
+/// # Errors
+/// 400 blocking myself; 404 unknown user.
+#[server(prefix = "/api", endpoint = "users/block", input = server_fn::codec::Json)]
+pub async fn block(user_id: Uuid) -> Result<(), AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::set_block(&state.pool, me.id, user_id, true)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/users/unblock` `{user_id}`.
+///
+/// # Errors
+/// 404 unknown user.
+#[server(prefix = "/api", endpoint = "users/unblock", input = server_fn::codec::Json)]
+pub async fn unblock(user_id: Uuid) -> Result<(), AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::set_block(&state.pool, me.id, user_id, false)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// The form twin of the handshake actions, for `ActionForm`: `action` is
+/// `invite`, `accept` or `decline`; `other_user_id` names the chat page
+/// to return to. Redirects to `/chat/{other_user_id}`.
+///
+/// # Errors
+/// As the JSON endpoints.
+#[server(prefix = "/api", endpoint = "dm/form")]
+pub async fn dm_form(
+    action: String,
+    other_user_id: Uuid,
+    dm_id: Option<Uuid>,
+) -> Result<Dm, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    let result = match (action.as_str(), dm_id) {
+        ("invite", _) => server::invite(&state, me.id, other_user_id).await,
+        ("accept", Some(dm_id)) => {
+            server::answer(&state.pool, me.id, dm_id, server::Answer::Accept).await
+        }
+        ("decline", Some(dm_id)) => {
+            server::answer(&state.pool, me.id, dm_id, server::Answer::Decline).await
+        }
+        _ => Err(AppError::BadRequest("unknown action".into())),
+    };
+    let dm = result.map_err(crate::error::respond)?;
+    leptos_axum::redirect(&format!("/chat/{other_user_id}"));
+    Ok(dm)
+}

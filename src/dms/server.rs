@@ -1,0 +1,383 @@
+//! The DM state machine (DESIGN §4), in one place. Every transition is one
+//! transaction with the DM row locked (`SELECT … FOR UPDATE`), so double
+//! clicks, two tabs and two servers end in one DM in one consistent state;
+//! the unique `dm_key` makes the first invite of a pair win.
+//!
+//! | from | action | by | to |
+//! | --- | --- | --- | --- |
+//! | NONE | invite | either | INVITED (inviter ACCEPTED, other PENDING) |
+//! | INVITED | invite | the inviter | 409 |
+//! | INVITED | invite | the invitee | unchanged |
+//! | INVITED | accept | the invitee | ACTIVE (both ACCEPTED) |
+//! | INVITED | decline | the invitee | DECLINED (invitee DECLINED) |
+//! | ACTIVE | invite | either | unchanged |
+//! | DECLINED | invite | either | INVITED, roles reset to the new inviter |
+//! | other | accept / decline | anyone | 409 |
+//!
+//! Invites are rate-limited per user ([`INVITES_PER_MINUTE`], 429). An
+//! invite from someone the invitee blocked is declined silently: the inviter
+//! sees an ordinary pending invite, the invitee never sees it.
+
+use std::num::NonZeroU32;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{Dm, DmStatus, DmSummary, UserWithDm};
+use crate::{error::AppError, server::state::AppState, users::User};
+
+/// How many invites one user may send per minute by default
+/// (`KNOCK_INVITES_PER_MINUTE`), bursts included.
+pub const INVITES_PER_MINUTE: u32 = 20;
+
+/// The per-user invite limiter (GCRA, the `governor` crate), per server
+/// instance.
+pub type InviteLimiter = DefaultKeyedRateLimiter<Uuid>;
+
+/// A limiter allowing `per_minute` invites per user per minute (at least 1).
+pub fn invite_limiter(per_minute: u32) -> InviteLimiter {
+    RateLimiter::keyed(Quota::per_minute(
+        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
+    ))
+}
+
+/// The pair as the `dms` table stores it: smaller id first.
+fn ordered(a: Uuid, b: Uuid) -> (Uuid, Uuid) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+async fn live_user_exists(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL)")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+}
+
+async fn is_blocked(pool: &PgPool, blocker: Uuid, blocked: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)",
+    )
+    .bind(blocker)
+    .bind(blocked)
+    .fetch_one(pool)
+    .await
+}
+
+/// Our DM with `other`, or `None` (NONE).
+///
+/// # Errors
+/// 404 when `other` is not a live user; 500 on a database error.
+pub async fn get(pool: &PgPool, me: Uuid, other: Uuid) -> Result<Option<Dm>, AppError> {
+    if other != me && !live_user_exists(pool, other).await? {
+        return Err(AppError::NotFound);
+    }
+    let (a, b) = ordered(me, other);
+    Ok(sqlx::query_as(
+        "SELECT id, status, invited_by_user_id FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// `me` invites `other` (see the module table).
+///
+/// # Errors
+/// 400 inviting oneself; 404 unknown or deleted user; 409 a repeat invite,
+/// or inviting a user `me` blocked; 429 over the invite rate.
+#[tracing::instrument(skip_all, fields(%me, %other))]
+pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppError> {
+    let pool = &state.pool;
+    if me == other {
+        return Err(AppError::BadRequest("You cannot invite yourself.".into()));
+    }
+    if !live_user_exists(pool, other).await? {
+        return Err(AppError::NotFound);
+    }
+    if is_blocked(pool, me, other).await? {
+        return Err(AppError::Conflict(
+            "You blocked this user; unblock them first.".into(),
+        ));
+    }
+    if state.invite_limiter.check_key(&me).is_err() {
+        return Err(AppError::TooManyRequests);
+    }
+    let mut tx = pool.begin().await?;
+    let dm = invite_in(&mut tx, me, other).await?;
+    tx.commit().await?;
+    Ok(dm)
+}
+
+async fn invite_in(
+    tx: &mut Transaction<'_, Postgres>,
+    me: Uuid,
+    other: Uuid,
+) -> Result<Dm, AppError> {
+    let (a, b) = ordered(me, other);
+    let created: Option<Dm> = sqlx::query_as(
+        "INSERT INTO dms (user_a_id, user_b_id, status, invited_by_user_id)
+         VALUES ($1, $2, 'INVITED', $3)
+         ON CONFLICT (dm_key) DO NOTHING
+         RETURNING id, status, invited_by_user_id",
+    )
+    .bind(a)
+    .bind(b)
+    .bind(me)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(dm) = created {
+        sqlx::query(
+            "INSERT INTO dm_members (dm_id, user_id, status)
+             VALUES ($1, $2, 'ACCEPTED'), ($1, $3, 'PENDING')",
+        )
+        .bind(dm.id)
+        .bind(me)
+        .bind(other)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(dm);
+    }
+    // The DM exists (or a concurrent invite just made it): lock and decide.
+    let dm: Dm = sqlx::query_as(
+        "SELECT id, status, invited_by_user_id FROM dms
+         WHERE user_a_id = $1 AND user_b_id = $2 FOR UPDATE",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_one(&mut **tx)
+    .await?;
+    match dm.status {
+        DmStatus::Invited if dm.invited_by_user_id == me => Err(AppError::Conflict(
+            "Your invite is already waiting for an answer.".into(),
+        )),
+        DmStatus::Invited | DmStatus::Active => Ok(dm),
+        DmStatus::Declined => {
+            sqlx::query(
+                "UPDATE dm_members SET status = CASE WHEN user_id = $2 THEN 'ACCEPTED' ELSE 'PENDING' END::member_status,
+                        updated_at = now()
+                 WHERE dm_id = $1",
+            )
+            .bind(dm.id)
+            .bind(me)
+            .execute(&mut **tx)
+            .await?;
+            Ok(sqlx::query_as(
+                "UPDATE dms SET status = 'INVITED', invited_by_user_id = $2, updated_at = now()
+                 WHERE id = $1 RETURNING id, status, invited_by_user_id",
+            )
+            .bind(dm.id)
+            .bind(me)
+            .fetch_one(&mut **tx)
+            .await?)
+        }
+    }
+}
+
+/// An invitee's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// INVITED → ACTIVE.
+    Accept,
+    /// INVITED → DECLINED.
+    Decline,
+}
+
+/// The pending invitee `me` answers the invite of `dm_id`.
+///
+/// # Errors
+/// 404 when the DM does not exist or `me` is not in it (never revealing
+/// which); 409 when it is not an invite pending on `me`.
+#[tracing::instrument(skip_all, fields(%me, %dm_id, ?answer))]
+pub async fn answer(pool: &PgPool, me: Uuid, dm_id: Uuid, answer: Answer) -> Result<Dm, AppError> {
+    let mut tx = pool.begin().await?;
+    let dm: Option<Dm> =
+        sqlx::query_as("SELECT id, status, invited_by_user_id FROM dms WHERE id = $1 FOR UPDATE")
+            .bind(dm_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let my_status: Option<String> =
+        sqlx::query_scalar("SELECT status::text FROM dm_members WHERE dm_id = $1 AND user_id = $2")
+            .bind(dm_id)
+            .bind(me)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (Some(dm), Some(my_status)) = (dm, my_status) else {
+        return Err(AppError::NotFound);
+    };
+    if dm.status != DmStatus::Invited || my_status != "PENDING" {
+        return Err(AppError::Conflict(
+            "There is no invite waiting for your answer.".into(),
+        ));
+    }
+    let (member, status) = match answer {
+        Answer::Accept => ("ACCEPTED", "ACTIVE"),
+        Answer::Decline => ("DECLINED", "DECLINED"),
+    };
+    sqlx::query(
+        "UPDATE dm_members SET status = $3::member_status, updated_at = now() WHERE dm_id = $1 AND user_id = $2",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .bind(member)
+    .execute(&mut *tx)
+    .await?;
+    let dm = sqlx::query_as(
+        "UPDATE dms SET status = $2::dm_status, updated_at = now() WHERE id = $1
+         RETURNING id, status, invited_by_user_id",
+    )
+    .bind(dm_id)
+    .bind(status)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(dm)
+}
+
+#[derive(sqlx::FromRow)]
+struct UserDmRow {
+    id: Uuid,
+    username: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    image_url: Option<String>,
+    dm_id: Option<Uuid>,
+    dm_status: Option<DmStatus>,
+    invited_by_user_id: Option<Uuid>,
+}
+
+/// Live users other than `me` and those `me` blocked, matching `query`
+/// (case-insensitive, in username, first or last name), with our DM; at
+/// most 100, by username. An invite from a user `me` blocked stays hidden.
+///
+/// # Errors
+/// 500 on a database error.
+pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<UserWithDm>, AppError> {
+    let pattern = format!(
+        "%{}%",
+        query
+            .trim()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows: Vec<UserDmRow> = sqlx::query_as(
+        "SELECT u.id, u.username, u.first_name, u.last_name, u.image_url,
+                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id
+         FROM users u
+         LEFT JOIN dms d ON d.user_a_id = LEAST(u.id, $1) AND d.user_b_id = GREATEST(u.id, $1)
+         WHERE u.id <> $1 AND u.deleted_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
+           AND (u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)
+         ORDER BY lower(u.username)
+         LIMIT 100",
+    )
+    .bind(me)
+    .bind(pattern)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UserWithDm {
+            user: User {
+                id: r.id,
+                username: r.username,
+                first_name: r.first_name,
+                last_name: r.last_name,
+                image_url: r.image_url,
+            },
+            online: false,
+            dm: match (r.dm_id, r.dm_status, r.invited_by_user_id) {
+                (Some(id), Some(status), Some(invited_by_user_id)) => Some(Dm {
+                    id,
+                    status,
+                    invited_by_user_id,
+                }),
+                _ => None,
+            },
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: Uuid,
+    status: DmStatus,
+    invited_by_user_id: Uuid,
+    other_id: Uuid,
+    username: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    image_url: Option<String>,
+    last_message: Option<String>,
+    last_activity_at: String,
+    unread_count: i64,
+}
+
+/// My DMs with the other member, newest activity first; DMs with users I
+/// blocked are left out.
+///
+/// # Errors
+/// 500 on a database error.
+pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
+    let rows: Vec<SummaryRow> = sqlx::query_as(
+        "SELECT d.id, d.status, d.invited_by_user_id, o.id AS other_id, o.username, o.first_name,
+                o.last_name, o.image_url,
+                (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
+                 ORDER BY m.seq DESC LIMIT 1) AS last_message,
+                to_char(GREATEST(d.updated_at, (SELECT max(m.created_at) FROM messages m WHERE m.dm_id = d.id))
+                        AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS last_activity_at,
+                (SELECT count(*) FROM messages m
+                 WHERE m.dm_id = d.id AND m.sender_id <> $1 AND m.seq > me.last_read_seq) AS unread_count
+         FROM dm_members me
+         JOIN dms d ON d.id = me.dm_id
+         JOIN users o ON o.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
+         WHERE me.user_id = $1
+           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = o.id)
+         ORDER BY last_activity_at DESC",
+    )
+    .bind(me)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DmSummary {
+            dm: Dm {
+                id: r.id,
+                status: r.status,
+                invited_by_user_id: r.invited_by_user_id,
+            },
+            other_user: User {
+                id: r.other_id,
+                username: r.username,
+                first_name: r.first_name,
+                last_name: r.last_name,
+                image_url: r.image_url,
+            },
+            last_message: r.last_message,
+            last_activity_at: r.last_activity_at,
+            unread_count: r.unread_count,
+        })
+        .collect())
+}
+
+/// Blocks (`on`) or unblocks `other` for `me`. Idempotent.
+///
+/// # Errors
+/// 400 for oneself; 404 unknown user.
+pub async fn set_block(pool: &PgPool, me: Uuid, other: Uuid, on: bool) -> Result<(), AppError> {
+    if me == other {
+        return Err(AppError::BadRequest("You cannot block yourself.".into()));
+    }
+    if !live_user_exists(pool, other).await? {
+        return Err(AppError::NotFound);
+    }
+    let sql = if on {
+        "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    } else {
+        "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2"
+    };
+    sqlx::query(sql).bind(me).bind(other).execute(pool).await?;
+    Ok(())
+}
