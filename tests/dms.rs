@@ -550,3 +550,32 @@ async fn fifty_concurrent_invites_from_both_sides_end_in_one_consistent_dm(pool:
         .count();
     assert_eq!(refused, 24, "the winner's 24 other invites are repeats");
 }
+
+#[sqlx::test]
+async fn a_state_changing_call_from_another_origin_is_403(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    let request = Request::post("/api/dm/invite")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::HOST, "knock.example")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::AUTHORIZATION, format!("Bearer {}", ada.token))
+        .body(Body::from(json!({ "other_user_id": bob.id }).to_string()))
+        .unwrap();
+    let reply = common::send(state.clone(), request).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&state, &ada, &bob).await,
+        Value::Null,
+        "nothing changed"
+    );
+
+    // The same call from the site itself goes through.
+    let request = Request::post("/api/dm/invite")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::HOST, "knock.example")
+        .header(header::ORIGIN, "https://knock.example")
+        .header(header::AUTHORIZATION, format!("Bearer {}", ada.token))
+        .body(Body::from(json!({ "other_user_id": bob.id }).to_string()))
+        .unwrap();
+    assert_eq!(common::send(state, request).await.status, StatusCode::OK);
+}

@@ -603,3 +603,43 @@ pub async fn current_user() -> Result<User, AppError> {
         .map(|CurrentUser(user)| user)
         .map_err(crate::error::respond)
 }
+
+/// Refuses state-changing requests from other origins (DESIGN §6): a
+/// `POST`/`PUT`/`PATCH`/`DELETE` under `/api/` whose `Origin` header is set
+/// and names another host than the request's `Host` gets 403 and changes
+/// nothing. Browsers always send `Origin` on cross-origin requests, so this
+/// stops cross-site form posts; requests without `Origin` (other programs)
+/// pass. The Clerk webhook is exempt: Svix signs it.
+pub async fn refuse_cross_origin(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let path = request.uri().path();
+    let changes_state = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if changes_state && path.starts_with("/api/") && !path.starts_with("/api/webhooks/") {
+        let headers = request.headers();
+        let origin_host = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(|origin| {
+                origin
+                    .split_once("://")
+                    .map_or(origin, |(_, rest)| rest)
+                    .to_owned()
+            });
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if let Some(origin_host) = origin_host
+            && Some(origin_host.as_str()) != host
+        {
+            tracing::warn!(origin = %origin_host, ?host, %path, "refused a cross-origin request");
+            return AppError::Forbidden.into_response();
+        }
+    }
+    next.run(request).await
+}

@@ -203,6 +203,7 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
             state.clone(),
             auth::server::refresh_expired_session,
         ))
+        .layer(axum::middleware::from_fn(auth::server::refuse_cross_origin))
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())

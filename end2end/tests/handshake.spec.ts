@@ -1,0 +1,85 @@
+import { type Browser, type BrowserContext, expect, type Page, test } from "@playwright/test";
+
+/**
+ * The DM handshake between two people, each in a browser context of their
+ * own. Until real-time delivery exists the other side reloads to see a
+ * change.
+ */
+
+function freshName(prefix: string): string {
+  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+interface Person {
+  context: BrowserContext;
+  page: Page;
+  username: string;
+}
+
+async function person(browser: Browser, prefix: string, javaScriptEnabled: boolean): Promise<Person> {
+  const context = await browser.newContext({ javaScriptEnabled });
+  const page = await context.newPage();
+  const username = freshName(prefix);
+  await page.goto("/sign-in");
+  await page.getByLabel("Username").fill(username);
+  await page.getByRole("button", { name: "Continue" }).click();
+  await expect(page.getByLabel("Signed in as")).toHaveText(username);
+  return { context, page, username };
+}
+
+/** Opens the chat page with `other`, found through the people search. */
+async function openChat(me: Person, other: Person): Promise<void> {
+  await me.page.goto(`/?q=${other.username}`);
+  await me.page.getByRole("list", { name: "People" }).getByRole("link", { name: new RegExp(other.username) }).click();
+  await expect(me.page.getByRole("heading", { level: 1 })).toHaveText(other.username);
+}
+
+for (const javaScriptEnabled of [true, false]) {
+  test(`invite and accept (${javaScriptEnabled ? "hydrated" : "without JavaScript"})`, async ({ browser }) => {
+    const ada = await person(browser, "ada", javaScriptEnabled);
+    const bob = await person(browser, "bob", javaScriptEnabled);
+
+    await openChat(ada, bob);
+    await ada.page.getByRole("button", { name: "Start chat" }).click();
+    await expect(ada.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
+
+    await openChat(bob, ada);
+    await expect(bob.page.getByRole("button", { name: "Decline" })).toBeVisible();
+    await bob.page.getByRole("button", { name: "Accept" }).click();
+    await expect(bob.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+
+    await ada.page.reload();
+    await expect(ada.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+    await expect(ada.page.getByRole("button", { name: "Invite sent" })).toHaveCount(0);
+
+    await ada.context.close();
+    await bob.context.close();
+  });
+}
+
+test("decline, then a re-invite by the decliner swaps the roles", async ({ browser }) => {
+  const ada = await person(browser, "ada", true);
+  const bob = await person(browser, "bob", true);
+
+  await openChat(ada, bob);
+  await ada.page.getByRole("button", { name: "Start chat" }).click();
+  await expect(ada.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
+
+  await openChat(bob, ada);
+  await bob.page.getByRole("button", { name: "Decline" }).click();
+  await expect(bob.page.getByText("You declined")).toBeVisible();
+
+  await ada.page.reload();
+  await expect(ada.page.getByText("Invite declined")).toBeVisible();
+  await expect(ada.page.getByRole("button", { name: "Re-invite" })).toBeVisible();
+
+  await bob.page.getByRole("button", { name: "Re-invite" }).click();
+  await expect(bob.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
+
+  await ada.page.reload();
+  await expect(ada.page.getByRole("button", { name: "Accept" })).toBeVisible();
+  await expect(ada.page.getByRole("button", { name: "Decline" })).toBeVisible();
+
+  await ada.context.close();
+  await bob.context.close();
+});
