@@ -9,6 +9,7 @@ pub mod auth;
 pub mod components;
 pub mod dms;
 pub mod error;
+pub mod messages;
 #[cfg(feature = "ssr")]
 pub mod server;
 pub mod users;

@@ -1,0 +1,92 @@
+//! Messages: text in an ACTIVE DM, ordered by a per-DM `seq`.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::AppError;
+
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// A message: `{id, dm_id, seq, sender_id, body, client_id, created_at}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct Message {
+    /// The message's id.
+    pub id: Uuid,
+    /// Its DM.
+    pub dm_id: Uuid,
+    /// Its place in the DM: 1, 2, 3, … with no gaps.
+    pub seq: i64,
+    /// Who sent it.
+    pub sender_id: Uuid,
+    /// 1–4000 characters, trimmed.
+    pub body: String,
+    /// The sender's idempotency key.
+    pub client_id: Uuid,
+    /// When it was stored, RFC 3339 in UTC with milliseconds.
+    pub created_at: String,
+}
+
+/// `POST /api/messages/send` `{dm_id, body, client_id}`: the message (the
+/// same one again for a repeated `client_id`).
+///
+/// # Errors
+/// 400 empty or over 4000 characters; 413 far over; 404 not my DM; 409 the
+/// DM is not ACTIVE; 403 blocked.
+#[server(prefix = "/api", endpoint = "messages/send", input = server_fn::codec::Json)]
+pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<Message, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::send(&state.pool, me.id, dm_id, &body, client_id)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// The form twin of `messages/send` for the composer before (or without)
+/// the WASM bundle: the server makes the `client_id`; redirects back to
+/// `/chat/{other_user_id}`.
+///
+/// # Errors
+/// As `messages/send`.
+#[server(prefix = "/api", endpoint = "messages/send-form")]
+pub async fn send_message_form(dm_id: Uuid, other_user_id: Uuid, body: String) -> Result<Message, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    let message = server::send(&state.pool, me.id, dm_id, &body, Uuid::new_v4())
+        .await
+        .map_err(crate::error::respond)?;
+    leptos_axum::redirect(&format!("/chat/{other_user_id}"));
+    Ok(message)
+}
+
+/// `POST /api/messages/list` `{dm_id, before_seq?, after_seq?, limit?}`:
+/// messages in `seq` order.
+///
+/// # Errors
+/// 404 not my DM.
+#[server(prefix = "/api", endpoint = "messages/list", input = server_fn::codec::Json)]
+pub async fn list_messages(
+    dm_id: Uuid,
+    before_seq: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+) -> Result<Vec<Message>, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::list(&state.pool, me.id, dm_id, before_seq, after_seq, limit)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/messages/read` `{dm_id, seq}`: I have read up to `seq`.
+///
+/// # Errors
+/// 404 not my DM.
+#[server(prefix = "/api", endpoint = "messages/read", input = server_fn::codec::Json)]
+pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::read(&state.pool, me.id, dm_id, seq).await.map_err(crate::error::respond)
+}

@@ -1,0 +1,187 @@
+//! Messages in an ACTIVE DM (DESIGN §5): `seq` counts from 1 per DM with no
+//! gaps, allocated in the sending transaction with the DM row locked; a
+//! retried `client_id` returns the message it already made.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Message;
+use crate::{dms::DmStatus, error::AppError};
+
+/// The most characters a message may have after trimming.
+pub const MAX_CHARS: usize = 4000;
+/// Bodies over this many bytes are refused as too large (413) before any
+/// counting; between [`MAX_CHARS`] characters and this, 400.
+pub const MAX_BYTES: usize = 64 * 1024;
+/// The most messages one `list` returns.
+pub const MAX_PAGE: i64 = 200;
+
+/// Trims `body` and checks its length.
+///
+/// # Errors
+/// 413 over [`MAX_BYTES`]; 400 when empty after trimming or over
+/// [`MAX_CHARS`] characters.
+pub fn check_body(body: &str) -> Result<&str, AppError> {
+    if body.len() > MAX_BYTES {
+        return Err(AppError::PayloadTooLarge);
+    }
+    let trimmed = body.trim();
+    match trimmed.chars().count() {
+        0 => Err(AppError::BadRequest("A message needs some text.".into())),
+        n if n > MAX_CHARS => Err(AppError::BadRequest(format!(
+            "A message can have at most {MAX_CHARS} characters; this one has {n}."
+        ))),
+        _ => Ok(trimmed),
+    }
+}
+
+const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
+     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at";
+
+/// `me` sends `body` to DM `dm_id`; `client_id` makes a retry return the
+/// same message.
+///
+/// # Errors
+/// 400/413 for the body (see [`check_body`]); 404 when the DM does not
+/// exist or `me` is not in it; 409 when the DM is not ACTIVE; 403 when the
+/// other member blocked `me`.
+#[tracing::instrument(skip_all, fields(%me, %dm_id))]
+pub async fn send(pool: &PgPool, me: Uuid, dm_id: Uuid, body: &str, client_id: Uuid) -> Result<Message, AppError> {
+    let body = check_body(body)?;
+    let mut tx = pool.begin().await?;
+    let dm: Option<(DmStatus,)> = sqlx::query_as(
+        "SELECT d.status FROM dms d JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
+         WHERE d.id = $1 FOR UPDATE OF d",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status,)) = dm else {
+        return Err(AppError::NotFound);
+    };
+    // A retry after the first attempt committed: the same message.
+    let existing: Option<Message> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND client_id = $2"))
+            .bind(me)
+            .bind(client_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(message) = existing {
+        return if message.dm_id == dm_id {
+            Ok(message)
+        } else {
+            Err(AppError::BadRequest("client_id was already used for another DM.".into()))
+        };
+    }
+    if status != DmStatus::Active {
+        return Err(AppError::Conflict("Messages can be sent once both have accepted.".into()));
+    }
+    let blocked: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM blocks b JOIN dm_members o ON o.user_id = b.blocker_id
+                        WHERE o.dm_id = $1 AND o.user_id <> $2 AND b.blocked_id = $2)",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_one(&mut *tx)
+    .await?;
+    if blocked {
+        return Err(AppError::Forbidden);
+    }
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE dms SET last_seq = last_seq + 1, updated_at = now() WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(dm_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let message: Message = sqlx::query_as(&format!(
+        "INSERT INTO messages (dm_id, seq, sender_id, body, client_id) VALUES ($1, $2, $3, $4, $5)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(dm_id)
+    .bind(seq)
+    .bind(me)
+    .bind(body)
+    .bind(client_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    // What I sent, I have read.
+    sqlx::query("UPDATE dm_members SET last_read_seq = $3 WHERE dm_id = $1 AND user_id = $2")
+        .bind(dm_id)
+        .bind(me)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(message)
+}
+
+/// Messages of DM `dm_id` in `seq` order: after `after_seq` (the oldest
+/// first), or before `before_seq` (the newest `limit` of them), or the
+/// newest `limit`. `limit` defaults to 50, at most [`MAX_PAGE`].
+///
+/// # Errors
+/// 404 when the DM does not exist or `me` is not in it.
+pub async fn list(
+    pool: &PgPool,
+    me: Uuid,
+    dm_id: Uuid,
+    before_seq: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+) -> Result<Vec<Message>, AppError> {
+    let member: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)")
+        .bind(dm_id)
+        .bind(me)
+        .fetch_one(pool)
+        .await?;
+    if !member {
+        return Err(AppError::NotFound);
+    }
+    let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let mut messages: Vec<Message> = match after_seq {
+        Some(after) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ))
+            .bind(dm_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+            ))
+            .bind(dm_id)
+            .bind(before_seq.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    messages.sort_by_key(|m| m.seq);
+    Ok(messages)
+}
+
+/// Moves `me`'s read position in DM `dm_id` up to `seq` (never back, never
+/// past the last message).
+///
+/// # Errors
+/// 404 when the DM does not exist or `me` is not in it.
+pub async fn read(pool: &PgPool, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), AppError> {
+    let updated = sqlx::query(
+        "UPDATE dm_members m SET last_read_seq = GREATEST(m.last_read_seq, LEAST($3, d.last_seq))
+         FROM dms d WHERE d.id = m.dm_id AND m.dm_id = $1 AND m.user_id = $2",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .bind(seq)
+    .execute(pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
+}
