@@ -8,49 +8,12 @@ use axum::{
     body::Body,
     http::{Request, StatusCode, header},
 };
-use common::Reply;
-use knock::{
-    server::state::AppState,
-    users::server::{ClerkUser, upsert_from_clerk},
-};
+use knock::server::state::AppState;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A signed-in test user: Knock id and session token.
-#[derive(Clone)]
-struct Person {
-    id: Uuid,
-    token: String,
-}
-
-async fn person(pool: &PgPool, name: &str) -> Person {
-    let clerk_id = format!("user_{name}");
-    let user = ClerkUser {
-        id: clerk_id.clone(),
-        username: Some(name.into()),
-        updated_at: 1,
-        ..Default::default()
-    };
-    let id = upsert_from_clerk(pool, &user).await.unwrap().user_id();
-    Person {
-        id,
-        token: common::dev_keys().mint_dev_token(&clerk_id).unwrap(),
-    }
-}
-
-async fn call(state: &AppState, who: Option<&Person>, endpoint: &str, body: Value) -> Reply {
-    let mut request =
-        Request::post(format!("/api/{endpoint}")).header(header::CONTENT_TYPE, "application/json");
-    if let Some(who) = who {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {}", who.token));
-    }
-    common::send(
-        state.clone(),
-        request.body(Body::from(body.to_string())).unwrap(),
-    )
-    .await
-}
+use common::{Person, Reply, call, person};
 
 async fn invite(state: &AppState, from: &Person, to: &Person) -> Reply {
     call(

@@ -70,8 +70,8 @@ async fn an_unknown_page_is_404(pool: PgPool) {
 async fn a_body_over_the_limit_is_413(pool: PgPool) {
     let request = Request::post("/api/anything")
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_LENGTH, 5000)
-        .body(Body::from(vec![b' '; 5000]))
+        .header(header::CONTENT_LENGTH, 200_000)
+        .body(Body::from(vec![b' '; 200_000]))
         .unwrap();
     let reply = common::send(common::state(&pool), request).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);

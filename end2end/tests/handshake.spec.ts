@@ -67,10 +67,10 @@ test("decline, then a re-invite by the decliner swaps the roles", async ({ brows
 
   await openChat(bob, ada);
   await bob.page.getByRole("button", { name: "Decline" }).click();
-  await expect(bob.page.getByText("You declined")).toBeVisible();
+  await expect(bob.page.getByRole("main").getByText("You declined")).toBeVisible();
 
   await ada.page.reload();
-  await expect(ada.page.getByText("Invite declined")).toBeVisible();
+  await expect(ada.page.getByRole("main").getByText("Invite declined")).toBeVisible();
   await expect(ada.page.getByRole("button", { name: "Re-invite" })).toBeVisible();
 
   await bob.page.getByRole("button", { name: "Re-invite" }).click();

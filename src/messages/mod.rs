@@ -51,7 +51,11 @@ pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<
 /// # Errors
 /// As `messages/send`.
 #[server(prefix = "/api", endpoint = "messages/send-form")]
-pub async fn send_message_form(dm_id: Uuid, other_user_id: Uuid, body: String) -> Result<Message, AppError> {
+pub async fn send_message_form(
+    dm_id: Uuid,
+    other_user_id: Uuid,
+    body: String,
+) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     let message = server::send(&state.pool, me.id, dm_id, &body, Uuid::new_v4())
@@ -88,5 +92,7 @@ pub async fn list_messages(
 pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::read(&state.pool, me.id, dm_id, seq).await.map_err(crate::error::respond)
+    server::read(&state.pool, me.id, dm_id, seq)
+        .await
+        .map_err(crate::error::respond)
 }

@@ -46,7 +46,13 @@ const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
 /// exist or `me` is not in it; 409 when the DM is not ACTIVE; 403 when the
 /// other member blocked `me`.
 #[tracing::instrument(skip_all, fields(%me, %dm_id))]
-pub async fn send(pool: &PgPool, me: Uuid, dm_id: Uuid, body: &str, client_id: Uuid) -> Result<Message, AppError> {
+pub async fn send(
+    pool: &PgPool,
+    me: Uuid,
+    dm_id: Uuid,
+    body: &str,
+    client_id: Uuid,
+) -> Result<Message, AppError> {
     let body = check_body(body)?;
     let mut tx = pool.begin().await?;
     let dm: Option<(DmStatus,)> = sqlx::query_as(
@@ -61,21 +67,26 @@ pub async fn send(pool: &PgPool, me: Uuid, dm_id: Uuid, body: &str, client_id: U
         return Err(AppError::NotFound);
     };
     // A retry after the first attempt committed: the same message.
-    let existing: Option<Message> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND client_id = $2"))
-            .bind(me)
-            .bind(client_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing: Option<Message> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND client_id = $2"
+    ))
+    .bind(me)
+    .bind(client_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     if let Some(message) = existing {
         return if message.dm_id == dm_id {
             Ok(message)
         } else {
-            Err(AppError::BadRequest("client_id was already used for another DM.".into()))
+            Err(AppError::BadRequest(
+                "client_id was already used for another DM.".into(),
+            ))
         };
     }
     if status != DmStatus::Active {
-        return Err(AppError::Conflict("Messages can be sent once both have accepted.".into()));
+        return Err(AppError::Conflict(
+            "Messages can be sent once both have accepted.".into(),
+        ));
     }
     let blocked: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM blocks b JOIN dm_members o ON o.user_id = b.blocker_id
@@ -130,11 +141,13 @@ pub async fn list(
     after_seq: Option<i64>,
     limit: Option<i64>,
 ) -> Result<Vec<Message>, AppError> {
-    let member: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)")
-        .bind(dm_id)
-        .bind(me)
-        .fetch_one(pool)
-        .await?;
+    let member: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_one(pool)
+    .await?;
     if !member {
         return Err(AppError::NotFound);
     }

@@ -21,10 +21,10 @@ use tower::ServiceExt;
 /// The webhook signing secret the tests sign with (`whsec_` + base64).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// Settings for tests: defaults with a small body limit.
+/// Settings for tests: defaults with a 128 KiB body limit.
 pub fn settings() -> Settings {
     Settings::from_figment(
-        Settings::defaults().merge(Serialized::default("knock.body_limit_bytes", 4096)),
+        Settings::defaults().merge(Serialized::default("knock.body_limit_bytes", 128 * 1024)),
     )
     .expect("test settings")
 }
@@ -92,4 +92,50 @@ pub async fn send(state: AppState, request: Request<Body>) -> Reply {
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// A signed-in test user: Knock id and dev session token.
+#[derive(Clone)]
+pub struct Person {
+    pub id: uuid::Uuid,
+    pub token: String,
+}
+
+/// Creates the user `name` (Clerk id `user_{name}`) through the user sync.
+pub async fn person(pool: &PgPool, name: &str) -> Person {
+    use knock::users::server::{ClerkUser, upsert_from_clerk};
+    let clerk_id = format!("user_{name}");
+    let user = ClerkUser {
+        id: clerk_id.clone(),
+        username: Some(name.into()),
+        updated_at: 1,
+        ..Default::default()
+    };
+    let id = upsert_from_clerk(pool, &user).await.unwrap().user_id();
+    Person {
+        id,
+        token: dev_keys().mint_dev_token(&clerk_id).unwrap(),
+    }
+}
+
+/// `POST /api/{endpoint}` with a JSON body, as `who` (or signed out).
+pub async fn call(
+    state: &AppState,
+    who: Option<&Person>,
+    endpoint: &str,
+    body: serde_json::Value,
+) -> Reply {
+    let mut request = Request::post(format!("/api/{endpoint}"))
+        .header(axum::http::header::CONTENT_TYPE, "application/json");
+    if let Some(who) = who {
+        request = request.header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {}", who.token),
+        );
+    }
+    send(
+        state.clone(),
+        request.body(Body::from(body.to_string())).unwrap(),
+    )
+    .await
 }

@@ -1,0 +1,287 @@
+//! Messages through their JSON endpoints (DESIGN §5): sending only in an
+//! ACTIVE DM by its members, gapless `seq` under concurrent senders,
+//! idempotent retries by `client_id`, body limits, paging and reads.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Person, call, person};
+use knock::server::state::AppState;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Ada and Bob with an ACTIVE DM; returns its id.
+async fn active(pool: &PgPool) -> (AppState, Person, Person, Value) {
+    let state = common::state(pool);
+    let (ada, bob) = (person(pool, "ada").await, person(pool, "bob").await);
+    let dm = call(
+        &state,
+        Some(&ada),
+        "dm/invite",
+        json!({ "other_user_id": bob.id }),
+    )
+    .await
+    .json();
+    call(
+        &state,
+        Some(&bob),
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    (state, ada, bob, dm["id"].clone())
+}
+
+async fn send(
+    state: &AppState,
+    who: &Person,
+    dm: &Value,
+    body: &str,
+    client_id: Uuid,
+) -> common::Reply {
+    call(
+        state,
+        Some(who),
+        "messages/send",
+        json!({ "dm_id": dm, "body": body, "client_id": client_id }),
+    )
+    .await
+}
+
+async fn count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_message_gets_the_next_seq_and_both_members_list_it(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let first = send(&state, &ada, &dm, "  hello Bob  ", Uuid::new_v4()).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let first = first.json();
+    assert_eq!(
+        (first["seq"].as_i64(), first["body"].as_str()),
+        (Some(1), Some("hello Bob"))
+    );
+    let second = send(&state, &bob, &dm, "hi Ada", Uuid::new_v4())
+        .await
+        .json();
+    assert_eq!(second["seq"], 2);
+    for who in [&ada, &bob] {
+        let listed = call(&state, Some(who), "messages/list", json!({ "dm_id": dm }))
+            .await
+            .json();
+        let bodies: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["body"].as_str().unwrap())
+            .collect();
+        assert_eq!(bodies, ["hello Bob", "hi Ada"]);
+    }
+}
+
+#[sqlx::test]
+async fn a_retry_with_the_same_client_id_returns_the_same_message(pool: PgPool) {
+    let (state, ada, _, dm) = active(&pool).await;
+    let client_id = Uuid::new_v4();
+    let first = send(&state, &ada, &dm, "once", client_id).await.json();
+    let again = send(&state, &ada, &dm, "once", client_id).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json(), first);
+    assert_eq!(count(&pool).await, 1);
+}
+
+#[sqlx::test]
+async fn refused_sends_change_nothing(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let eve = person(&pool, "eve").await;
+    let cases = [
+        (&ada, "", StatusCode::BAD_REQUEST),
+        (&ada, " \n\t ", StatusCode::BAD_REQUEST),
+        (&ada, &"x".repeat(4001), StatusCode::BAD_REQUEST),
+        (&ada, &"x".repeat(70_000), StatusCode::PAYLOAD_TOO_LARGE),
+        (&eve, "let me in", StatusCode::NOT_FOUND),
+    ];
+    for (who, body, status) in cases {
+        let reply = send(&state, who, &dm, body, Uuid::new_v4()).await;
+        assert_eq!(reply.status, status, "{} chars", body.len());
+    }
+    assert_eq!(
+        send(&state, &bob, &dm, &"é".repeat(4000), Uuid::new_v4())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(count(&pool).await, 1, "only the 4000-character message");
+}
+
+#[sqlx::test]
+async fn nothing_can_be_sent_before_the_dm_is_active(pool: PgPool) {
+    let state = common::state(&pool);
+    let (ada, bob) = (person(&pool, "ada").await, person(&pool, "bob").await);
+    let dm = call(
+        &state,
+        Some(&ada),
+        "dm/invite",
+        json!({ "other_user_id": bob.id }),
+    )
+    .await
+    .json();
+    assert_eq!(
+        send(&state, &ada, &dm["id"], "too soon", Uuid::new_v4())
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    call(
+        &state,
+        Some(&bob),
+        "dm/decline",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    assert_eq!(
+        send(&state, &bob, &dm["id"], "declined", Uuid::new_v4())
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(count(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn a_blocked_member_cannot_send(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    call(
+        &state,
+        Some(&bob),
+        "users/block",
+        json!({ "user_id": ada.id }),
+    )
+    .await;
+    assert_eq!(
+        send(&state, &ada, &dm, "hello?", Uuid::new_v4())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(count(&pool).await, 0);
+}
+
+#[sqlx::test]
+async fn concurrent_senders_get_gapless_seqs_in_commit_order(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let (state, who, dm) = (
+            state.clone(),
+            if n % 2 == 0 { ada.clone() } else { bob.clone() },
+            dm.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            send(&state, &who, &dm, &format!("m{n}"), Uuid::new_v4())
+                .await
+                .status
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM messages ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+}
+
+#[sqlx::test]
+async fn history_pages_backwards_and_forwards_by_seq(pool: PgPool) {
+    let (state, ada, _, dm) = active(&pool).await;
+    for n in 1..=7 {
+        send(&state, &ada, &dm, &format!("m{n}"), Uuid::new_v4()).await;
+    }
+    let page = |body: Value| {
+        let state = state.clone();
+        let ada = ada.clone();
+        async move {
+            let reply = call(&state, Some(&ada), "messages/list", body).await.json();
+            reply
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["seq"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(json!({ "dm_id": dm, "limit": 3 })).await, [5, 6, 7]);
+    assert_eq!(
+        page(json!({ "dm_id": dm, "before_seq": 5, "limit": 3 })).await,
+        [2, 3, 4]
+    );
+    assert_eq!(page(json!({ "dm_id": dm, "after_seq": 5 })).await, [6, 7]);
+}
+
+#[sqlx::test]
+async fn reading_clears_the_unread_count(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    for n in 1..=3 {
+        send(&state, &ada, &dm, &format!("m{n}"), Uuid::new_v4()).await;
+    }
+    let unread = |who: Person| {
+        let state = state.clone();
+        async move {
+            call(&state, Some(&who), "dm/list", json!({})).await.json()[0]["unread_count"].as_i64()
+        }
+    };
+    assert_eq!(unread(bob.clone()).await, Some(3));
+    assert_eq!(
+        unread(ada.clone()).await,
+        Some(0),
+        "my own messages are read"
+    );
+    assert_eq!(
+        call(
+            &state,
+            Some(&bob),
+            "messages/read",
+            json!({ "dm_id": dm, "seq": 2 })
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(unread(bob.clone()).await, Some(1));
+    // Past the end is capped; backwards is ignored.
+    call(
+        &state,
+        Some(&bob),
+        "messages/read",
+        json!({ "dm_id": dm, "seq": 99 }),
+    )
+    .await;
+    call(
+        &state,
+        Some(&bob),
+        "messages/read",
+        json!({ "dm_id": dm, "seq": 1 }),
+    )
+    .await;
+    assert_eq!(unread(bob).await, Some(0));
+    let eve = person(&pool, "eve").await;
+    assert_eq!(
+        call(
+            &state,
+            Some(&eve),
+            "messages/read",
+            json!({ "dm_id": dm, "seq": 1 })
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+}
