@@ -52,6 +52,15 @@ for (const javaScriptEnabled of [true, false]) {
     await expect(ada.page.getByRole("textbox", { name: "Message" })).toBeVisible();
     await expect(ada.page.getByRole("button", { name: "Invite sent" })).toHaveCount(0);
 
+    // The DM is open: Ada writes, Bob reads it after a reload.
+    await ada.page.getByRole("textbox", { name: "Message" }).fill("Hello Bob");
+    await ada.page.getByRole("button", { name: "Send" }).click();
+    const adaMessages = ada.page.getByRole("list", { name: "Messages" });
+    await expect(adaMessages.getByRole("listitem").filter({ hasText: "Hello Bob" })).toHaveCount(1);
+    await expect(ada.page.getByRole("textbox", { name: "Message" })).toHaveValue("");
+    await bob.page.reload();
+    await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("Hello Bob")).toBeVisible();
+
     await ada.context.close();
     await bob.context.close();
   });

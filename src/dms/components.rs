@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
+    messages::{SendMessageForm, list_messages},
     users::get_user,
 };
 
@@ -250,18 +251,8 @@ pub fn ChatPage() -> impl IntoView {
                             .into_any()
                     }
                     MyView::Active => {
-                        view! {
-                            <div class="messages" aria-label="Messages">
-                                <p class="muted">"No messages yet."</p>
-                            </div>
-                            <form class="composer">
-                                <textarea aria-label="Message" rows="2" disabled></textarea>
-                                <button type="submit" disabled>
-                                    "Send"
-                                </button>
-                            </form>
-                        }
-                            .into_any()
+                        let dm_id = dm.as_ref().map(|d| d.id).unwrap_or_default();
+                        view! { <Conversation dm_id other_user_id=other.id me=me.id /> }.into_any()
                     }
                     MyView::InviteDeclined => {
                         view! {
@@ -302,5 +293,70 @@ impl DmStatus {
             Self::Active => "ACTIVE",
             Self::Declined => "DECLINED",
         }
+    }
+}
+
+/// An ACTIVE DM: its messages (oldest first) and the composer. The composer
+/// is a form, so it also works before (and without) the WASM bundle.
+#[component]
+fn Conversation(dm_id: Uuid, other_user_id: Uuid, me: Uuid) -> impl IntoView {
+    let send = ServerAction::<SendMessageForm>::new();
+    let messages = Resource::new(
+        move || send.version().get(),
+        move |_| list_messages(dm_id, None, None, None),
+    );
+    let textbox = NodeRef::<leptos::html::Textarea>::new();
+    // After a send went through, empty the textbox for the next message.
+    Effect::new(move |_| {
+        if matches!(send.value().get(), Some(Ok(_)))
+            && let Some(textbox) = textbox.get()
+        {
+            textbox.set_value("");
+        }
+    });
+    let error = move || {
+        send.value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| view! { <p class="form-error" role="alert">{e.to_string()}</p> })
+    };
+    view! {
+        <ol class="messages" aria-label="Messages">
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let messages = messages.await.unwrap_or_default();
+                    if messages.is_empty() {
+                        return view! { <li class="muted">"No messages yet. Say hello!"</li> }
+                            .into_any();
+                    }
+                    messages
+                        .into_iter()
+                        .map(|m| {
+                            let mine = m.sender_id == me;
+                            view! {
+                                <li class="message" class:mine=mine>
+                                    <p>{m.body}</p>
+                                </li>
+                            }
+                        })
+                        .collect_view()
+                        .into_any()
+                })}
+            </Transition>
+        </ol>
+        {error}
+        <ActionForm action=send attr:class="composer">
+            <input type="hidden" name="dm_id" value=dm_id.to_string() />
+            <input type="hidden" name="other_user_id" value=other_user_id.to_string() />
+            <textarea
+                node_ref=textbox
+                name="body"
+                aria-label="Message"
+                rows="2"
+                required
+                maxlength="4000"
+            ></textarea>
+            <button type="submit">"Send"</button>
+        </ActionForm>
     }
 }
