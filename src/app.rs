@@ -11,6 +11,7 @@ use crate::{
     auth::components::{SignInPage, provide_session},
     components::layout::Layout,
     dms::components::{ChatPage, provide_handshake},
+    realtime::provide_live,
 };
 
 /// The document around the app: rendered on the server only, with the
@@ -38,8 +39,15 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    provide_session();
+    let session = provide_session();
     provide_handshake();
+    let signed_in = Signal::derive(move || {
+        matches!(
+            session.info.get(),
+            Some(Ok(crate::auth::SessionInfo { user: Some(_), .. }))
+        )
+    });
+    provide_live(signed_in);
     view! {
         <Stylesheet id="leptos" href="/pkg/knock.css" />
         <Title text="Knock" />

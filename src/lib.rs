@@ -10,6 +10,7 @@ pub mod components;
 pub mod dms;
 pub mod error;
 pub mod messages;
+pub mod realtime;
 #[cfg(feature = "ssr")]
 pub mod server;
 pub mod users;

@@ -92,3 +92,27 @@ test("decline, then a re-invite by the decliner swaps the roles", async ({ brows
   await ada.context.close();
   await bob.context.close();
 });
+
+test("an accept and a message show up in the other browser without a reload", async ({ browser }) => {
+  const ada = await person(browser, "ada", true);
+  const bob = await person(browser, "bob", true);
+
+  await openChat(ada, bob);
+  await ada.page.getByRole("button", { name: "Start chat" }).click();
+  await expect(ada.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
+
+  // Bob's sidebar learns of the invite by itself.
+  await bob.page.goto("/");
+  await expect(bob.page.getByLabel("Invites waiting")).toHaveText("1");
+  await openChat(bob, ada);
+  await bob.page.getByRole("button", { name: "Accept" }).click();
+
+  // Ada's page turns into the conversation without a reload.
+  await expect(ada.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+  await ada.page.getByRole("textbox", { name: "Message" }).fill("Live hello");
+  await ada.page.getByRole("button", { name: "Send" }).click();
+  await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("Live hello")).toBeVisible();
+
+  await ada.context.close();
+  await bob.context.close();
+});

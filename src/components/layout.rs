@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::{auth::components::UserMenu, dms::components::Sidebar};
+use crate::{auth::components::UserMenu, dms::components::Sidebar, realtime::Live};
 
 /// The sidebar / main-pane layout every page sits in.
 ///
@@ -14,6 +14,7 @@ use crate::{auth::components::UserMenu, dms::components::Sidebar};
 pub fn Layout(children: Children) -> impl IntoView {
     let sidebar_open = RwSignal::new(true);
     let hydrated = RwSignal::new(false);
+    let live = expect_context::<Live>();
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| hydrated.set(true));
 
@@ -33,6 +34,17 @@ pub fn Layout(children: Children) -> impl IntoView {
                 <a class="brand" href="/">
                     "Knock"
                 </a>
+                {move || {
+                    live.reconnecting
+                        .get()
+                        .then(|| {
+                            view! {
+                                <span class="reconnecting" role="status">
+                                    "Reconnecting…"
+                                </span>
+                            }
+                        })
+                }}
                 <UserMenu />
             </header>
             <aside

@@ -9,6 +9,7 @@ use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
     messages::{SendMessageForm, list_messages},
+    realtime::Live,
     users::get_user,
 };
 
@@ -30,8 +31,9 @@ pub fn Sidebar() -> impl IntoView {
     let query = use_query_map();
     let search = move || query.read().get("q").unwrap_or_default();
     // Signed out, nothing is fetched (the lists would only say 401).
+    let live = expect_context::<Live>();
     let dms = Resource::new(
-        move || action.version().get(),
+        move || (action.version().get(), live.dms.get(), live.messages.get()),
         move |_| async move {
             if signed_in(info).await {
                 list_dms().await
@@ -41,8 +43,8 @@ pub fn Sidebar() -> impl IntoView {
         },
     );
     let people = Resource::new(
-        move || (search(), action.version().get()),
-        move |(q, _)| async move {
+        move || (search(), action.version().get(), live.dms.get()),
+        move |(q, _, _)| async move {
             if signed_in(info).await {
                 list_users((!q.is_empty()).then_some(q)).await
             } else {
@@ -173,9 +175,10 @@ pub fn ChatPage() -> impl IntoView {
             None => Err(crate::error::AppError::NotFound),
         }
     });
+    let live = expect_context::<Live>().dms;
     let dm = Resource::new(
-        move || (other_id(), action.version().get()),
-        move |(id, _)| async move {
+        move || (other_id(), action.version().get(), live.get()),
+        move |(id, _, _)| async move {
             match id {
                 Some(id) if signed_in(info).await => get_dm(id).await,
                 Some(_) => Err(crate::error::AppError::Unauthorized),
@@ -301,8 +304,9 @@ impl DmStatus {
 #[component]
 fn Conversation(dm_id: Uuid, other_user_id: Uuid, me: Uuid) -> impl IntoView {
     let send = ServerAction::<SendMessageForm>::new();
+    let live = expect_context::<Live>().messages;
     let messages = Resource::new(
-        move || send.version().get(),
+        move || (send.version().get(), live.get()),
         move |_| list_messages(dm_id, None, None, None),
     );
     let textbox = NodeRef::<leptos::html::Textarea>::new();

@@ -25,7 +25,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Dm, DmStatus, DmSummary, UserWithDm};
-use crate::{error::AppError, server::state::AppState, users::User};
+use crate::{error::AppError, realtime::server as realtime, server::state::AppState, users::User};
 
 /// How many invites one user may send per minute by default
 /// (`KNOCK_INVITES_PER_MINUTE`), bursts included.
@@ -105,9 +105,43 @@ pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppEr
         return Err(AppError::TooManyRequests);
     }
     let mut tx = pool.begin().await?;
+    let before = dm_state(&mut tx, me, other).await?;
     let dm = invite_in(&mut tx, me, other).await?;
+    let changed = before.as_ref() != Some(&dm);
+    // An invite from someone the invitee blocked reaches only the inviter.
+    let mut recipients = vec![me];
+    if !is_blocked(pool, other, me).await? {
+        recipients.push(other);
+    }
+    if changed {
+        realtime::record(
+            &mut tx,
+            &recipients,
+            "dm",
+            serde_json::json!({ "dm_id": dm.id }),
+        )
+        .await?;
+    }
     tx.commit().await?;
+    if changed {
+        realtime::wake(pool, &recipients).await;
+    }
     Ok(dm)
+}
+
+async fn dm_state(
+    tx: &mut Transaction<'_, Postgres>,
+    me: Uuid,
+    other: Uuid,
+) -> Result<Option<Dm>, sqlx::Error> {
+    let (a, b) = ordered(me, other);
+    sqlx::query_as(
+        "SELECT id, status, invited_by_user_id FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_optional(&mut **tx)
+    .await
 }
 
 async fn invite_in(
@@ -223,7 +257,7 @@ pub async fn answer(pool: &PgPool, me: Uuid, dm_id: Uuid, answer: Answer) -> Res
     .bind(member)
     .execute(&mut *tx)
     .await?;
-    let dm = sqlx::query_as(
+    let dm: Dm = sqlx::query_as(
         "UPDATE dms SET status = $2::dm_status, updated_at = now() WHERE id = $1
          RETURNING id, status, invited_by_user_id",
     )
@@ -231,7 +265,16 @@ pub async fn answer(pool: &PgPool, me: Uuid, dm_id: Uuid, answer: Answer) -> Res
     .bind(status)
     .fetch_one(&mut *tx)
     .await?;
+    let recipients = [me, dm.invited_by_user_id];
+    realtime::record(
+        &mut tx,
+        &recipients,
+        "dm",
+        serde_json::json!({ "dm_id": dm.id }),
+    )
+    .await?;
     tx.commit().await?;
+    realtime::wake(pool, &recipients).await;
     Ok(dm)
 }
 

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Message;
-use crate::{dms::DmStatus, error::AppError};
+use crate::{dms::DmStatus, error::AppError, realtime::server as realtime};
 
 /// The most characters a message may have after trimming.
 pub const MAX_CHARS: usize = 4000;
@@ -123,7 +123,14 @@ pub async fn send(
         .bind(seq)
         .execute(&mut *tx)
         .await?;
+    let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
+        .bind(dm_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let payload = serde_json::json!({ "dm_id": dm_id, "message_id": message.id, "seq": seq });
+    realtime::record(&mut tx, &members, "message", payload).await?;
     tx.commit().await?;
+    realtime::wake(pool, &members).await;
     Ok(message)
 }
 

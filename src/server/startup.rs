@@ -114,6 +114,7 @@ impl Application {
             webhook,
             webhook_wakeup: Arc::new(Notify::new()),
             clerk_api,
+            hub: Arc::new(crate::realtime::server::Hub::default()),
             invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
             clerk_publishable_key: knock.clerk.publishable_key.clone(),
         };
@@ -121,6 +122,7 @@ impl Application {
             state.pool.clone(),
             state.webhook_wakeup.clone(),
         ));
+        tokio::spawn(state.hub.clone().listen(state.pool.clone()));
         Ok(Self {
             listener,
             router: router(state, &settings.knock),
@@ -191,12 +193,16 @@ impl Application {
 pub fn router(state: AppState, settings: &KnockSettings) -> Router {
     let routes = generate_route_list(App);
     let leptos_options = state.leptos_options.clone();
-    // WASM is served as it is: cargo-leptos already optimised it, and small
-    // responses are not worth a compressor.
-    let compress = SizeAbove::new(256).and(NotForContentType::const_new("application/wasm"));
+    // WASM is served as it is: cargo-leptos already optimised it; event
+    // streams must not wait in a compressor's buffer; small responses are
+    // not worth it.
+    let compress = SizeAbove::new(256)
+        .and(NotForContentType::const_new("application/wasm"))
+        .and(NotForContentType::SSE);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
+        .route("/api/events", get(crate::realtime::server::events))
         .leptos_routes_with_context(&state, routes, || (), move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(

@@ -27,6 +27,8 @@ pub struct AppState {
     pub webhook: Option<Arc<svix::webhooks::Webhook>>,
     /// Wakes the webhook worker when an event was stored.
     pub webhook_wakeup: Arc<Notify>,
+    /// This process's real-time wake-ups.
+    pub hub: Arc<crate::realtime::server::Hub>,
     /// Invites per user per minute (`KNOCK_INVITES_PER_MINUTE`).
     pub invite_limiter: Arc<crate::dms::server::InviteLimiter>,
     /// Clerk's Backend API, when `CLERK_SECRET_KEY` is set.

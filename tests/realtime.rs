@@ -1,0 +1,243 @@
+//! Real-time delivery through real servers on loopback: SSE events for
+//! handshake steps and messages, replay after a dropped stream with
+//! `Last-Event-ID`, and two instances on one database delivering across.
+#![cfg(feature = "ssr")]
+
+use std::time::Duration;
+
+use figment::providers::Serialized;
+use knock::{
+    auth::server::SessionKeys,
+    server::{config::Settings, startup::Application},
+    users::server::{ClerkUser, upsert_from_clerk},
+};
+use serde_json::{Value, json};
+use sqlx::{
+    ConnectOptions, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// A running Knock on `127.0.0.1:0`; stops when dropped.
+struct Server {
+    base: String,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn server(options: &PgConnectOptions, data_dir: &std::path::Path) -> Server {
+    let settings = Settings::from_figment(
+        Settings::defaults()
+            .merge(Serialized::default(
+                "knock.database_url",
+                options.to_url_lossy().to_string(),
+            ))
+            .merge(Serialized::default("knock.data_dir", data_dir))
+            .merge(Serialized::default("leptos.site-addr", "127.0.0.1:0")),
+    )
+    .unwrap();
+    let app = Application::build(settings).await.expect("start");
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Server { base, _stop: stop }
+}
+
+/// A user and a token signed with the servers' dev key.
+async fn person(pool: &PgPool, keys: &SessionKeys, name: &str) -> (Uuid, String) {
+    let clerk_id = format!("user_{name}");
+    let user = ClerkUser {
+        id: clerk_id.clone(),
+        username: Some(name.into()),
+        updated_at: 1,
+        ..Default::default()
+    };
+    let id = upsert_from_clerk(pool, &user).await.unwrap().user_id();
+    (id, keys.mint_dev_token(&clerk_id).unwrap())
+}
+
+async fn call(base: &str, token: &str, endpoint: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/{endpoint}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{endpoint}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// One parsed SSE event: (id, event, data).
+type Sse = (String, String, Value);
+
+/// Opens `/api/events` and forwards parsed events; the stream closes when
+/// the returned handle is aborted.
+async fn subscribe(
+    base: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+) -> (mpsc::UnboundedReceiver<Sse>, tokio::task::JoinHandle<()>) {
+    let mut request = reqwest::Client::new()
+        .get(format!("{base}/api/events"))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let mut response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if !event.is_empty() {
+                    let _ = tx.send((
+                        id,
+                        event,
+                        serde_json::from_str(&data).unwrap_or(Value::Null),
+                    ));
+                }
+            }
+        }
+    });
+    (rx, task)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Sse>) -> Sse {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an event in time")
+        .expect("open stream")
+}
+
+#[sqlx::test]
+async fn events_arrive_live_and_a_reconnect_replays_what_was_missed(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let one = server(&options, dir.path()).await;
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (ada, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+
+    let (mut bobs, stream) = subscribe(&one.base, &bob_token, None).await;
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    let (_, event, data) = next(&mut bobs).await;
+    assert_eq!((event.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
+
+    call(
+        &one.base,
+        &bob_token,
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    assert_eq!(next(&mut bobs).await.1, "dm");
+    call(
+        &one.base,
+        &ada_token,
+        "messages/send",
+        json!({ "dm_id": dm["id"], "body": "one", "client_id": Uuid::new_v4() }),
+    )
+    .await;
+    let (last_seen, event, data) = next(&mut bobs).await;
+    assert_eq!((event.as_str(), data["seq"].as_i64()), ("message", Some(1)));
+
+    // Bob's connection drops; Ada goes on writing.
+    stream.abort();
+    drop(bobs);
+    for body in ["two", "three"] {
+        call(
+            &one.base,
+            &ada_token,
+            "messages/send",
+            json!({ "dm_id": dm["id"], "body": body, "client_id": Uuid::new_v4() }),
+        )
+        .await;
+    }
+    let (mut bobs, _stream) = subscribe(&one.base, &bob_token, Some(&last_seen)).await;
+    let replayed = [next(&mut bobs).await, next(&mut bobs).await];
+    let seqs: Vec<_> = replayed
+        .iter()
+        .map(|(_, e, d)| (e.clone(), d["seq"].as_i64()))
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            ("message".to_owned(), Some(2)),
+            ("message".to_owned(), Some(3))
+        ]
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), bobs.recv())
+            .await
+            .is_err(),
+        "nothing doubled"
+    );
+    let _ = ada;
+}
+
+#[sqlx::test]
+async fn two_instances_on_one_database_deliver_to_each_others_clients(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let one = server(&options, dir.path()).await;
+    let two = server(&options, dir.path()).await;
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (_, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+
+    // Bob listens on instance two; Ada acts through instance one.
+    let (mut bobs, _stream) = subscribe(&two.base, &bob_token, None).await;
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (_, event, data) = next(&mut bobs).await;
+    assert_eq!((event.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
+    assert!(
+        started.elapsed() < knock::realtime::server::POLL,
+        "woken by NOTIFY, not by polling"
+    );
+}
