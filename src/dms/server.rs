@@ -104,15 +104,15 @@ pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppEr
     if state.invite_limiter.check_key(&me).is_err() {
         return Err(AppError::TooManyRequests);
     }
-    let mut tx = pool.begin().await?;
-    let before = dm_state(&mut tx, me, other).await?;
-    let dm = invite_in(&mut tx, me, other).await?;
-    let changed = before.as_ref() != Some(&dm);
     // An invite from someone the invitee blocked reaches only the inviter.
     let mut recipients = vec![me];
     if !is_blocked(pool, other, me).await? {
         recipients.push(other);
     }
+    let mut tx = pool.begin().await?;
+    let before = dm_state(&mut tx, me, other).await?;
+    let dm = invite_in(&mut tx, me, other).await?;
+    let changed = before.as_ref() != Some(&dm);
     if changed {
         realtime::record(
             &mut tx,
