@@ -113,6 +113,15 @@ test("an accept and a message show up in the other browser without a reload", as
   await ada.page.getByRole("button", { name: "Send" }).click();
   await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("Live hello")).toBeVisible();
 
+  // Away from the conversation, Bob sees an unread count that reading clears.
+  await bob.page.goto("/");
+  await ada.page.getByRole("textbox", { name: "Message" }).fill("Are you there?");
+  await ada.page.getByRole("button", { name: "Send" }).click();
+  await expect(bob.page.getByLabel("1 unread")).toBeVisible();
+  await openChat(bob, ada);
+  await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("Are you there?")).toBeVisible();
+  await expect(bob.page.getByLabel("1 unread")).toHaveCount(0);
+
   await ada.context.close();
   await bob.context.close();
 });

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
-    messages::{SendMessageForm, list_messages},
+    messages::{SendMessageForm, list_messages, read_messages},
     realtime::Live,
     users::get_user,
 };
@@ -89,11 +89,30 @@ pub fn Sidebar() -> impl IntoView {
                                         .into_iter()
                                         .map(|d| {
                                             let label = state_label(MyView::of(Some(&d.dm), me.id));
+                                            // The last message, else the handshake state.
+                                            let preview = d
+                                                .last_message
+                                                .clone()
+                                                .unwrap_or_else(|| label.to_owned());
+                                            let unread = d.unread_count;
                                             view! {
                                                 <li>
                                                     <a href=format!("/chat/{}", d.other_user.id)>
                                                         <span class="name">{d.other_user.display_name()}</span>
-                                                        <span class="state">{label}</span>
+                                                        <span class="preview">{preview}</span>
+                                                        <span class="state">
+                                                            {(unread > 0)
+                                                                .then(|| {
+                                                                    view! {
+                                                                        <span
+                                                                            class="badge"
+                                                                            aria-label=format!("{unread} unread")
+                                                                        >
+                                                                            {unread}
+                                                                        </span>
+                                                                    }
+                                                                })}
+                                                        </span>
                                                     </a>
                                                 </li>
                                             }
@@ -307,7 +326,14 @@ fn Conversation(dm_id: Uuid, other_user_id: Uuid, me: Uuid) -> impl IntoView {
     let live = expect_context::<Live>().messages;
     let messages = Resource::new(
         move || (send.version().get(), live.get()),
-        move |_| list_messages(dm_id, None, None, None),
+        move |_| async move {
+            let messages = list_messages(dm_id, None, None, None).await?;
+            // On screen means read (a no-op when nothing is new).
+            if let Some(last) = messages.last() {
+                read_messages(dm_id, last.seq).await?;
+            }
+            Ok::<_, crate::error::AppError>(messages)
+        },
     );
     let textbox = NodeRef::<leptos::html::Textarea>::new();
     // After a send went through, empty the textbox for the next message.

@@ -186,22 +186,38 @@ pub async fn list(
 }
 
 /// Moves `me`'s read position in DM `dm_id` up to `seq` (never back, never
-/// past the last message).
+/// past the last message). When it moved, both members get a `read` event
+/// (`{dm_id, user_id, seq}`): my other tabs clear their unread counts.
 ///
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it.
 pub async fn read(pool: &PgPool, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), AppError> {
-    let updated = sqlx::query(
-        "UPDATE dm_members m SET last_read_seq = GREATEST(m.last_read_seq, LEAST($3, d.last_seq))
-         FROM dms d WHERE d.id = m.dm_id AND m.dm_id = $1 AND m.user_id = $2",
+    let mut tx = pool.begin().await?;
+    let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
+        .bind(dm_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    if !members.contains(&me) {
+        return Err(AppError::NotFound);
+    }
+    let moved: Option<i64> = sqlx::query_scalar(
+        "UPDATE dm_members m SET last_read_seq = LEAST($3, d.last_seq)
+         FROM dms d WHERE d.id = m.dm_id AND m.dm_id = $1 AND m.user_id = $2
+           AND m.last_read_seq < LEAST($3, d.last_seq)
+         RETURNING m.last_read_seq",
     )
     .bind(dm_id)
     .bind(me)
     .bind(seq)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    if updated.rows_affected() == 0 {
-        return Err(AppError::NotFound);
+    if let Some(seq) = moved {
+        let payload = serde_json::json!({ "dm_id": dm_id, "user_id": me, "seq": seq });
+        realtime::record(&mut tx, &members, "read", payload).await?;
+    }
+    tx.commit().await?;
+    if moved.is_some() {
+        realtime::wake(pool, &members).await;
     }
     Ok(())
 }
