@@ -112,20 +112,10 @@ pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppEr
     let mut tx = pool.begin().await?;
     let before = dm_state(&mut tx, me, other).await?;
     let dm = invite_in(&mut tx, me, other).await?;
-    let changed = before.as_ref() != Some(&dm);
-    if changed {
-        realtime::record(
-            &mut tx,
-            &recipients,
-            "dm",
-            serde_json::json!({ "dm_id": dm.id }),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    if changed {
-        realtime::wake(pool, &recipients).await;
-    }
+    // Only a change is news; an unchanged DM (see the table) is not.
+    let event =
+        (before.as_ref() != Some(&dm)).then(|| ("dm", serde_json::json!({ "dm_id": dm.id })));
+    realtime::commit_with_event(tx, pool, &recipients, event).await?;
     Ok(dm)
 }
 
@@ -266,15 +256,8 @@ pub async fn answer(pool: &PgPool, me: Uuid, dm_id: Uuid, answer: Answer) -> Res
     .fetch_one(&mut *tx)
     .await?;
     let recipients = [me, dm.invited_by_user_id];
-    realtime::record(
-        &mut tx,
-        &recipients,
-        "dm",
-        serde_json::json!({ "dm_id": dm.id }),
-    )
-    .await?;
-    tx.commit().await?;
-    realtime::wake(pool, &recipients).await;
+    let event = ("dm", serde_json::json!({ "dm_id": dm.id }));
+    realtime::commit_with_event(tx, pool, &recipients, Some(event)).await?;
     Ok(dm)
 }
 

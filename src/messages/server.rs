@@ -128,9 +128,7 @@ pub async fn send(
         .fetch_all(&mut *tx)
         .await?;
     let payload = serde_json::json!({ "dm_id": dm_id, "message_id": message.id, "seq": seq });
-    realtime::record(&mut tx, &members, "message", payload).await?;
-    tx.commit().await?;
-    realtime::wake(pool, &members).await;
+    realtime::commit_with_event(tx, pool, &members, Some(("message", payload))).await?;
     Ok(message)
 }
 
@@ -211,13 +209,12 @@ pub async fn read(pool: &PgPool, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), 
     .bind(seq)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(seq) = moved {
-        let payload = serde_json::json!({ "dm_id": dm_id, "user_id": me, "seq": seq });
-        realtime::record(&mut tx, &members, "read", payload).await?;
-    }
-    tx.commit().await?;
-    if moved.is_some() {
-        realtime::wake(pool, &members).await;
-    }
+    let event = moved.map(|seq| {
+        (
+            "read",
+            serde_json::json!({ "dm_id": dm_id, "user_id": me, "seq": seq }),
+        )
+    });
+    realtime::commit_with_event(tx, pool, &members, event).await?;
     Ok(())
 }

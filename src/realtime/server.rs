@@ -73,6 +73,26 @@ pub async fn wake(pool: &PgPool, recipients: &[Uuid]) {
     }
 }
 
+/// Ends a change: records the event (when there is one) in `tx`, commits,
+/// then wakes the recipients. With `None` it only commits.
+///
+/// # Errors
+/// The database error of the insert or the commit.
+pub async fn commit_with_event(
+    mut tx: Transaction<'_, Postgres>,
+    pool: &PgPool,
+    recipients: &[Uuid],
+    event: Option<(&str, serde_json::Value)>,
+) -> Result<(), sqlx::Error> {
+    let Some((kind, payload)) = event else {
+        return tx.commit().await;
+    };
+    record(&mut tx, recipients, kind, payload).await?;
+    tx.commit().await?;
+    wake(pool, recipients).await;
+    Ok(())
+}
+
 /// This process's wake-ups: one `watch` channel per user with open streams.
 #[derive(Debug, Default)]
 pub struct Hub {
