@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use uuid::Uuid;
 
-use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
+use super::{DmForm, MyView, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
     messages::{SendMessageForm, list_messages, read_messages},
@@ -304,17 +304,6 @@ pub fn ChatPage() -> impl IntoView {
             })}
         </Transition>
         {error}
-    }
-}
-
-impl DmStatus {
-    /// The API name of the state.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Invited => "INVITED",
-            Self::Active => "ACTIVE",
-            Self::Declined => "DECLINED",
-        }
     }
 }
 
