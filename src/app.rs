@@ -41,13 +41,11 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     let session = provide_session();
     provide_handshake();
-    let signed_in = Signal::derive(move || {
-        matches!(
-            session.info.get(),
-            Some(Ok(crate::auth::SessionInfo { user: Some(_), .. }))
-        )
+    let me = Signal::derive(move || match session.info.get() {
+        Some(Ok(crate::auth::SessionInfo { user: Some(me), .. })) => Some(me.id),
+        _ => None,
     });
-    provide_live(signed_in);
+    provide_live(me);
     view! {
         <Stylesheet id="leptos" href="/pkg/knock.css" />
         <Title text="Knock" />

@@ -285,3 +285,183 @@ async fn reading_clears_the_unread_count(pool: PgPool) {
         StatusCode::NOT_FOUND
     );
 }
+
+#[sqlx::test]
+async fn a_sender_edits_and_deletes_their_own_message(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let sent = send(&state, &ada, &dm, "helo", Uuid::new_v4()).await.json();
+    let edited = call(
+        &state,
+        Some(&ada),
+        "messages/edit",
+        json!({ "message_id": sent["id"], "body": " hello " }),
+    )
+    .await;
+    assert_eq!(edited.status, StatusCode::OK, "{}", edited.body);
+    let edited = edited.json();
+    assert_eq!(
+        (edited["body"].as_str(), edited["seq"].as_i64()),
+        (Some("hello"), Some(1))
+    );
+    assert!(edited["edited_at"].is_string());
+    assert_eq!(edited["deleted"], false);
+
+    let deleted = call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": sent["id"] }),
+    )
+    .await
+    .json();
+    assert_eq!(
+        (deleted["body"].as_str(), deleted["deleted"].as_bool()),
+        (Some(""), Some(true))
+    );
+    // Bob sees the place kept, the text gone; deleting again changes nothing.
+    let listed = call(&state, Some(&bob), "messages/list", json!({ "dm_id": dm }))
+        .await
+        .json();
+    assert_eq!(listed[0]["deleted"], true);
+    assert_eq!(listed[0]["body"], "");
+    let again = call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": sent["id"] }),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["deleted"], true);
+}
+
+#[sqlx::test]
+async fn edits_and_deletes_that_are_not_allowed_change_nothing(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let sent = send(&state, &ada, &dm, "mine", Uuid::new_v4()).await.json();
+    let carol = person(&pool, "carol").await;
+    let cases = [
+        (
+            &bob,
+            "messages/edit",
+            json!({ "message_id": sent["id"], "body": "theirs" }),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &bob,
+            "messages/delete",
+            json!({ "message_id": sent["id"] }),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &carol,
+            "messages/edit",
+            json!({ "message_id": sent["id"], "body": "x" }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &carol,
+            "messages/delete",
+            json!({ "message_id": sent["id"] }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &ada,
+            "messages/edit",
+            json!({ "message_id": sent["id"], "body": "   " }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &ada,
+            "messages/edit",
+            json!({ "message_id": sent["id"], "body": "x".repeat(4001) }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &ada,
+            "messages/edit",
+            json!({ "message_id": Uuid::new_v4(), "body": "x" }),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (who, endpoint, body, status) in cases {
+        let reply = call(&state, Some(who), endpoint, body.clone()).await;
+        assert_eq!(reply.status, status, "{endpoint} {body}: {}", reply.body);
+        assert!(reply.json()["error"]["message"].is_string());
+    }
+    let listed = call(&state, Some(&ada), "messages/list", json!({ "dm_id": dm }))
+        .await
+        .json();
+    assert_eq!(
+        (listed[0]["body"].as_str(), listed[0]["edited_at"].is_null()),
+        (Some("mine"), true)
+    );
+
+    // A deleted message cannot be edited back.
+    call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": sent["id"] }),
+    )
+    .await;
+    let reply = call(
+        &state,
+        Some(&ada),
+        "messages/edit",
+        json!({ "message_id": sent["id"], "body": "back" }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+}
+
+#[sqlx::test]
+async fn the_read_receipt_shows_how_far_the_other_member_read(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    for body in ["one", "two", "three"] {
+        send(&state, &ada, &dm, body, Uuid::new_v4()).await;
+    }
+    let receipt = |who| call(&state, Some(who), "messages/seen", json!({ "dm_id": dm }));
+    assert_eq!(receipt(&ada).await.json()["seq"], 0);
+    call(
+        &state,
+        Some(&bob),
+        "messages/read",
+        json!({ "dm_id": dm, "seq": 2 }),
+    )
+    .await;
+    assert_eq!(receipt(&ada).await.json()["seq"], 2);
+    // Ada's own sends count as read by her.
+    assert_eq!(receipt(&bob).await.json()["seq"], 3);
+    let carol = person(&pool, "carol").await;
+    assert_eq!(receipt(&carol).await.status, StatusCode::NOT_FOUND);
+}
+
+#[sqlx::test]
+async fn typing_is_refused_outside_an_active_dm(pool: PgPool) {
+    let state = common::state(&pool);
+    let (ada, bob, carol) = (
+        person(&pool, "ada").await,
+        person(&pool, "bob").await,
+        person(&pool, "carol").await,
+    );
+    let dm = call(
+        &state,
+        Some(&ada),
+        "dm/invite",
+        json!({ "other_user_id": bob.id }),
+    )
+    .await
+    .json();
+    for who in [&ada, &bob] {
+        let reply = call(&state, Some(who), "typing", json!({ "dm_id": dm["id"] })).await;
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    }
+    let reply = call(&state, Some(&carol), "typing", json!({ "dm_id": dm["id"] })).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let typing: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'typing'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(typing, 0);
+}

@@ -123,11 +123,33 @@ async fn subscribe(
     (rx, task)
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<Sse>) -> Sse {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+async fn next_any(rx: &mut mpsc::UnboundedReceiver<Sse>, within: Duration) -> Sse {
+    tokio::time::timeout(within, rx.recv())
         .await
         .expect("an event in time")
         .expect("open stream")
+}
+
+/// The next event that is not `presence`.
+async fn next(rx: &mut mpsc::UnboundedReceiver<Sse>) -> Sse {
+    loop {
+        let event = next_any(rx, Duration::from_secs(10)).await;
+        if event.1 != "presence" {
+            return event;
+        }
+    }
+}
+
+/// Whether nothing but `presence` arrives for a while.
+async fn quiet(rx: &mut mpsc::UnboundedReceiver<Sse>) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => return true,
+            Ok(Some((_, kind, _))) if kind == "presence" => continue,
+            Ok(_) => return false,
+        }
+    }
 }
 
 #[sqlx::test]
@@ -199,12 +221,7 @@ async fn events_arrive_live_and_a_reconnect_replays_what_was_missed(
             ("message".to_owned(), Some(3))
         ]
     );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(800), bobs.recv())
-            .await
-            .is_err(),
-        "nothing doubled"
-    );
+    assert!(quiet(&mut bobs).await, "nothing doubled");
 
     // Bob reads: both get a `read` event; reading again changes nothing.
     let (mut adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
@@ -227,11 +244,7 @@ async fn events_arrive_live_and_a_reconnect_replays_what_was_missed(
         json!({ "dm_id": dm["id"], "seq": 3 }),
     )
     .await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(800), adas.recv())
-            .await
-            .is_err()
-    );
+    assert!(quiet(&mut adas).await);
     let _ = ada;
 }
 
@@ -262,4 +275,164 @@ async fn two_instances_on_one_database_deliver_to_each_others_clients(
     .await;
     let (_, event, data) = next(&mut bobs).await;
     assert_eq!((event.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
+}
+
+#[sqlx::test]
+async fn a_stream_too_far_behind_or_behind_the_pruned_log_is_told_to_resync(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let one = server(&options, dir.path()).await;
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (_, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let (mut bobs, stream) = subscribe(&one.base, &bob_token, None).await;
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    let (seen, _, _) = next(&mut bobs).await;
+    stream.abort();
+
+    // More than MAX_REPLAY events while away: one `resync`, then live ones.
+    sqlx::query(
+        "INSERT INTO events (user_id, kind, payload)
+         SELECT $1, 'read', '{}' FROM generate_series(1, $2)",
+    )
+    .bind(bob)
+    .bind(knock::realtime::server::MAX_REPLAY + 1)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (mut bobs, stream) = subscribe(&one.base, &bob_token, Some(&seen)).await;
+    let (resync_id, kind, _) = next(&mut bobs).await;
+    assert_eq!(kind, "resync");
+    call(
+        &one.base,
+        &bob_token,
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    let (_, kind, data) = next(&mut bobs).await;
+    assert_eq!((kind.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
+    stream.abort();
+
+    // Resuming from the resync point replays nothing old.
+    let (mut bobs, stream) = subscribe(&one.base, &bob_token, Some(&resync_id)).await;
+    assert_eq!(next(&mut bobs).await.1, "dm");
+    assert!(quiet(&mut bobs).await);
+    stream.abort();
+
+    // The log was pruned past the cursor: resync too.
+    sqlx::query("DELETE FROM events WHERE kind = 'read'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE events_horizon SET pruned_through = pg_current_xact_id()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (mut bobs, _stream) = subscribe(&one.base, &bob_token, Some(&seen)).await;
+    assert_eq!(next(&mut bobs).await.1, "resync");
+}
+
+#[sqlx::test]
+async fn typing_and_presence_flow_only_between_members_of_an_active_dm(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let one = server(&options, dir.path()).await;
+    let two = server(&options, dir.path()).await;
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (ada, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    let online = |token: String, who: Uuid| {
+        let base = one.base.clone();
+        async move {
+            let people = call(&base, &token, "users/list", json!({})).await;
+            people
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == who.to_string())
+                .unwrap()["online"]
+                .as_bool()
+                .unwrap()
+        }
+    };
+
+    // The invite is unanswered: Bob comes online on instance two, and the
+    // inviter learns nothing of it.
+    let (mut adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
+    let (mut bobs, bob_stream) = subscribe(&two.base, &bob_token, None).await;
+    assert!(!online(ada_token.clone(), bob).await);
+    call(
+        &one.base,
+        &bob_token,
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    let (_, kind, _) = next_any(&mut adas, Duration::from_secs(10)).await;
+    assert_eq!(kind, "dm", "no presence before the DM is active");
+    assert!(online(ada_token.clone(), bob).await);
+    assert!(online(bob_token.clone(), ada).await);
+
+    // Typing crosses instances, throttled.
+    assert_eq!(next(&mut bobs).await.1, "dm");
+    call(
+        &one.base,
+        &ada_token,
+        "typing",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    call(
+        &one.base,
+        &ada_token,
+        "typing",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    let (_, kind, data) = next(&mut bobs).await;
+    assert_eq!(kind, "typing");
+    assert_eq!((&data["dm_id"], &data["user_id"]), (&dm["id"], &json!(ada)));
+    assert!(
+        quiet(&mut bobs).await,
+        "one typing event per throttle period"
+    );
+
+    // Bob's only stream closes: Ada sees him go offline, then come back.
+    bob_stream.abort();
+    drop(bobs);
+    let (_, kind, data) = next_any(&mut adas, Duration::from_secs(30)).await;
+    assert_eq!(
+        (kind.as_str(), &data["user_id"], &data["online"]),
+        ("presence", &json!(bob), &json!(false))
+    );
+    assert!(!online(ada_token.clone(), bob).await);
+    let (_bobs, _bob_stream) = subscribe(&two.base, &bob_token, None).await;
+    let (_, kind, data) = next_any(&mut adas, Duration::from_secs(10)).await;
+    assert_eq!((kind.as_str(), &data["online"]), ("presence", &json!(true)));
 }

@@ -1,3 +1,5 @@
 //! UI shared by several parts of Knock.
 
+pub mod avatar;
 pub mod layout;
+pub mod notify;

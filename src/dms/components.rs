@@ -5,10 +5,13 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use uuid::Uuid;
 
-use super::{DmForm, MyView, get_dm, list_dms, list_users};
+use leptos_meta::Title;
+
+use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
-    messages::{SendMessageForm, list_messages, read_messages},
+    components::{avatar::Avatar, notify::NotificationsButton},
+    messages::components::Conversation,
     realtime::Live,
     users::get_user,
 };
@@ -52,7 +55,17 @@ pub fn Sidebar() -> impl IntoView {
             }
         },
     );
+    // The tab title counts unread messages: "(3) Knock".
+    let unread_total = move || {
+        dms.get()
+            .and_then(Result::ok)
+            .map_or(0, |d| d.iter().map(|d| d.unread_count).sum::<i64>())
+    };
     view! {
+        <Title formatter=move |text: String| match unread_total() {
+            0 => text,
+            n => format!("({n}) {text}"),
+        } />
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let Ok(SessionInfo { user: Some(me), .. }) = info.await else {
@@ -63,11 +76,18 @@ pub fn Sidebar() -> impl IntoView {
                 };
                 let dms = dms.await.unwrap_or_default();
                 let people = people.await.unwrap_or_default();
+                // What the lists say now is the latest presence.
+                live.online.update(|online| {
+                    for d in &dms {
+                        online.insert(d.other_user.id, d.online);
+                    }
+                });
                 let incoming = dms
                     .iter()
                     .filter(|d| MyView::of(Some(&d.dm), me.id) == MyView::Invited)
                     .count();
                 view! {
+                    <NotificationsButton />
                     <section aria-labelledby="conversations-title">
                         <h2 id="conversations-title">
                             "Conversations"
@@ -95,9 +115,13 @@ pub fn Sidebar() -> impl IntoView {
                                                 .clone()
                                                 .unwrap_or_else(|| label.to_owned());
                                             let unread = d.unread_count;
+                                            let id = d.other_user.id;
+                                            let online = (d.dm.status == DmStatus::Active)
+                                                .then(|| Signal::derive(move || live.is_online(id, false)));
                                             view! {
                                                 <li>
                                                     <a href=format!("/chat/{}", d.other_user.id)>
+                                                        <Avatar user=d.other_user.clone() online=online />
                                                         <span class="name">{d.other_user.display_name()}</span>
                                                         <span class="preview">{preview}</span>
                                                         <span class="state">
@@ -142,6 +166,7 @@ pub fn Sidebar() -> impl IntoView {
                                     view! {
                                         <li>
                                             <a href=format!("/chat/{}", p.user.id)>
+                                                <Avatar user=p.user.clone() />
                                                 <span class="name">{p.user.display_name()}</span>
                                                 <span class="username">"@" {p.user.username.clone()}</span>
                                                 <span class="state">{label}</span>
@@ -194,7 +219,8 @@ pub fn ChatPage() -> impl IntoView {
             None => Err(crate::error::AppError::NotFound),
         }
     });
-    let live = expect_context::<Live>().dms;
+    let live_state = expect_context::<Live>();
+    let live = live_state.dms;
     let dm = Resource::new(
         move || (other_id(), action.version().get(), live.get()),
         move |(id, _, _)| async move {
@@ -238,6 +264,13 @@ pub fn ChatPage() -> impl IntoView {
                         .into_any();
                 };
                 let my_view = MyView::of(dm.as_ref(), me.id);
+                // Presence only across an ACTIVE DM.
+                let avatar = {
+                    let id = other.id;
+                    let online = (my_view == MyView::Active)
+                        .then(|| Signal::derive(move || live_state.is_online(id, false)));
+                    view! { <Avatar user=other.clone() online=online /> }
+                };
                 let dm_id = dm.as_ref().map(|d| d.id.to_string()).unwrap_or_default();
                 let form = move |act: &'static str, label: &'static str| {
                     let dm_id = dm_id.clone();
@@ -274,7 +307,7 @@ pub fn ChatPage() -> impl IntoView {
                     }
                     MyView::Active => {
                         let dm_id = dm.as_ref().map(|d| d.id).unwrap_or_default();
-                        view! { <Conversation dm_id other_user_id=other.id me=me.id /> }.into_any()
+                        view! { <Conversation dm_id other=other.clone() me=me.id /> }.into_any()
                     }
                     MyView::InviteDeclined => {
                         view! {
@@ -294,6 +327,7 @@ pub fn ChatPage() -> impl IntoView {
                 view! {
                     <section class="chat" aria-labelledby="chat-title">
                         <header class="chat-header">
+                            {avatar}
                             <h1 id="chat-title">{other.display_name()}</h1>
                             <span class="username">"@" {other.username.clone()}</span>
                         </header>
@@ -304,78 +338,5 @@ pub fn ChatPage() -> impl IntoView {
             })}
         </Transition>
         {error}
-    }
-}
-
-/// An ACTIVE DM: its messages (oldest first) and the composer. The composer
-/// is a form, so it also works before (and without) the WASM bundle.
-#[component]
-fn Conversation(dm_id: Uuid, other_user_id: Uuid, me: Uuid) -> impl IntoView {
-    let send = ServerAction::<SendMessageForm>::new();
-    let live = expect_context::<Live>().messages;
-    let messages = Resource::new(
-        move || (send.version().get(), live.get()),
-        move |_| async move {
-            let messages = list_messages(dm_id, None, None, None).await?;
-            // On screen means read (a no-op when nothing is new).
-            if let Some(last) = messages.last() {
-                read_messages(dm_id, last.seq).await?;
-            }
-            Ok::<_, crate::error::AppError>(messages)
-        },
-    );
-    let textbox = NodeRef::<leptos::html::Textarea>::new();
-    // After a send went through, empty the textbox for the next message.
-    Effect::new(move |_| {
-        if matches!(send.value().get(), Some(Ok(_)))
-            && let Some(textbox) = textbox.get()
-        {
-            textbox.set_value("");
-        }
-    });
-    let error = move || {
-        send.value()
-            .get()
-            .and_then(Result::err)
-            .map(|e| view! { <p class="form-error" role="alert">{e.to_string()}</p> })
-    };
-    view! {
-        <ol class="messages" aria-label="Messages">
-            <Transition fallback=|| ()>
-                {move || Suspend::new(async move {
-                    let messages = messages.await.unwrap_or_default();
-                    if messages.is_empty() {
-                        return view! { <li class="muted">"No messages yet. Say hello!"</li> }
-                            .into_any();
-                    }
-                    messages
-                        .into_iter()
-                        .map(|m| {
-                            let mine = m.sender_id == me;
-                            view! {
-                                <li class="message" class:mine=mine>
-                                    <p>{m.body}</p>
-                                </li>
-                            }
-                        })
-                        .collect_view()
-                        .into_any()
-                })}
-            </Transition>
-        </ol>
-        {error}
-        <ActionForm action=send attr:class="composer">
-            <input type="hidden" name="dm_id" value=dm_id.to_string() />
-            <input type="hidden" name="other_user_id" value=other_user_id.to_string() />
-            <textarea
-                node_ref=textbox
-                name="body"
-                aria-label="Message"
-                rows="2"
-                required
-                maxlength="4000"
-            ></textarea>
-            <button type="submit">"Send"</button>
-        </ActionForm>
     }
 }

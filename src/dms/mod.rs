@@ -85,7 +85,8 @@ pub struct UserWithDm {
     /// The user.
     #[serde(flatten)]
     pub user: User,
-    /// Whether they have an open event stream (presence; false until real time).
+    /// Whether they have an open event stream on any instance; always
+    /// false unless our DM is ACTIVE (an invite reveals no presence).
     pub online: bool,
     /// Our DM, `null` when nobody has invited.
     pub dm: Option<Dm>,
@@ -105,6 +106,8 @@ pub struct DmSummary {
     pub last_activity_at: String,
     /// Messages from the other user after my read position.
     pub unread_count: i64,
+    /// Whether the other user is online (false unless ACTIVE).
+    pub online: bool,
 }
 
 /// `POST /api/users/list` `{query?}`: everyone but me (and users I blocked),

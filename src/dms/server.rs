@@ -271,7 +271,14 @@ struct UserDmRow {
     dm_id: Option<Uuid>,
     dm_status: Option<DmStatus>,
     invited_by_user_id: Option<Uuid>,
+    online: bool,
 }
+
+/// SQL: whether user `u` is online, as `me` may see it (only across an
+/// ACTIVE DM `d`); see `realtime::presence`.
+const ONLINE: &str = "COALESCE(d.status = 'ACTIVE' AND EXISTS (
+         SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
+         WHERE p.user_id = u.id AND i.seen_at > now() - interval '30 seconds'), false) AS online";
 
 /// Live users other than `me` and those `me` blocked, matching `query`
 /// (case-insensitive, in username, first or last name), with our DM; at
@@ -288,17 +295,17 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
             .replace('%', "\\%")
             .replace('_', "\\_")
     );
-    let rows: Vec<UserDmRow> = sqlx::query_as(
+    let rows: Vec<UserDmRow> = sqlx::query_as(&format!(
         "SELECT u.id, u.username, u.first_name, u.last_name, u.image_url,
-                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id
+                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id, {ONLINE}
          FROM users u
          LEFT JOIN dms d ON d.user_a_id = LEAST(u.id, $1) AND d.user_b_id = GREATEST(u.id, $1)
          WHERE u.id <> $1 AND u.deleted_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
            AND (u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)
          ORDER BY lower(u.username)
-         LIMIT 100",
-    )
+         LIMIT 100"
+    ))
     .bind(me)
     .bind(pattern)
     .fetch_all(pool)
@@ -313,7 +320,7 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
                 last_name: r.last_name,
                 image_url: r.image_url,
             },
-            online: false,
+            online: r.online,
             dm: match (r.dm_id, r.dm_status, r.invited_by_user_id) {
                 (Some(id), Some(status), Some(invited_by_user_id)) => Some(Dm {
                     id,
@@ -339,6 +346,7 @@ struct SummaryRow {
     last_message: Option<String>,
     last_activity_at: String,
     unread_count: i64,
+    online: bool,
 }
 
 /// My DMs with the other member, newest activity first; DMs with users I
@@ -347,22 +355,23 @@ struct SummaryRow {
 /// # Errors
 /// 500 on a database error.
 pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
-    let rows: Vec<SummaryRow> = sqlx::query_as(
-        "SELECT d.id, d.status, d.invited_by_user_id, o.id AS other_id, o.username, o.first_name,
-                o.last_name, o.image_url,
+    let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+        "SELECT d.id, d.status, d.invited_by_user_id, {ONLINE}, u.id AS other_id, u.username, u.first_name,
+                u.last_name, u.image_url,
                 (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
                  ORDER BY m.seq DESC LIMIT 1) AS last_message,
                 to_char(GREATEST(d.updated_at, (SELECT max(m.created_at) FROM messages m WHERE m.dm_id = d.id))
                         AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS last_activity_at,
                 (SELECT count(*) FROM messages m
-                 WHERE m.dm_id = d.id AND m.sender_id <> $1 AND m.seq > me.last_read_seq) AS unread_count
+                 WHERE m.dm_id = d.id AND m.sender_id <> $1 AND m.seq > me.last_read_seq
+                   AND m.deleted_at IS NULL) AS unread_count
          FROM dm_members me
          JOIN dms d ON d.id = me.dm_id
-         JOIN users o ON o.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
+         JOIN users u ON u.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
          WHERE me.user_id = $1
-           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = o.id)
-         ORDER BY last_activity_at DESC",
-    )
+           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
+         ORDER BY last_activity_at DESC"
+    ))
     .bind(me)
     .fetch_all(pool)
     .await?;
@@ -384,6 +393,7 @@ pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
             last_message: r.last_message,
             last_activity_at: r.last_activity_at,
             unread_count: r.unread_count,
+            online: r.online,
         })
         .collect())
 }

@@ -6,10 +6,12 @@ use uuid::Uuid;
 
 use crate::error::AppError;
 
+pub mod components;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-/// A message: `{id, dm_id, seq, sender_id, body, client_id, created_at}`.
+/// A message: `{id, dm_id, seq, sender_id, body, client_id, created_at,
+/// edited_at, deleted}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Message {
@@ -27,6 +29,10 @@ pub struct Message {
     pub client_id: Uuid,
     /// When it was stored, RFC 3339 in UTC with milliseconds.
     pub created_at: String,
+    /// When its sender last edited it, like `created_at`; `null` if never.
+    pub edited_at: Option<String>,
+    /// Its sender deleted it: `body` is empty, the place in the DM stays.
+    pub deleted: bool,
 }
 
 /// `POST /api/messages/send` `{dm_id, body, client_id}`: the message (the
@@ -95,4 +101,56 @@ pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
     server::read(&state.pool, me.id, dm_id, seq)
         .await
         .map_err(crate::error::respond)
+}
+
+/// `POST /api/messages/edit` `{message_id, body}`: replaces the text of my
+/// message; both members get a `message` event.
+///
+/// # Errors
+/// 400/413 for the body as in `messages/send`; 404 no such message in my
+/// DMs; 403 not mine; 409 deleted, or the DM is not ACTIVE.
+#[server(prefix = "/api", endpoint = "messages/edit", input = server_fn::codec::Json)]
+pub async fn edit_message(message_id: Uuid, body: String) -> Result<Message, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::edit(&state.pool, me.id, message_id, Some(&body))
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/messages/delete` `{message_id}`: deletes my message (its text
+/// is erased, its place stays and shows as deleted); both members get a
+/// `message` event. Deleting again changes nothing.
+///
+/// # Errors
+/// 404 no such message in my DMs; 403 not mine; 409 the DM is not ACTIVE.
+#[server(prefix = "/api", endpoint = "messages/delete", input = server_fn::codec::Json)]
+pub async fn delete_message(message_id: Uuid) -> Result<Message, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::edit(&state.pool, me.id, message_id, None)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// `POST /api/messages/seen` `{dm_id}`: `{seq}`, the highest `seq` the other
+/// member has read (their read receipt), 0 while the DM is not ACTIVE.
+///
+/// # Errors
+/// 404 not my DM.
+#[server(prefix = "/api", endpoint = "messages/seen", input = server_fn::codec::Json)]
+pub async fn read_receipt(dm_id: Uuid) -> Result<Receipt, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::seen(&state.pool, me.id, dm_id)
+        .await
+        .map(|seq| Receipt { seq })
+        .map_err(crate::error::respond)
+}
+
+/// The other member's read receipt: `{seq}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The highest `seq` they have read.
+    pub seq: i64,
 }

@@ -36,7 +36,9 @@ pub fn check_body(body: &str) -> Result<&str, AppError> {
 }
 
 const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
-     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at";
+     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
+     to_char(edited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS edited_at,
+     deleted_at IS NOT NULL AS deleted";
 
 /// `me` sends `body` to DM `dm_id`; `client_id` makes a retry return the
 /// same message.
@@ -217,4 +219,102 @@ pub async fn read(pool: &PgPool, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), 
     });
     realtime::commit_with_event(tx, pool, &members, event).await?;
     Ok(())
+}
+
+/// `me` edits (`Some(body)`) or deletes (`None`) their message
+/// `message_id`. Deleting erases the text and keeps the place; deleting
+/// again is a no-op. Both members get a `message` event `{dm_id,
+/// message_id, seq}`.
+///
+/// # Errors
+/// 400/413 for the body (see [`check_body`]); 404 when the message is not
+/// in a DM of `me`; 403 when it is someone else's; 409 when it was deleted
+/// (edit) or the DM is not ACTIVE.
+#[tracing::instrument(skip_all, fields(%me, %message_id))]
+pub async fn edit(
+    pool: &PgPool,
+    me: Uuid,
+    message_id: Uuid,
+    body: Option<&str>,
+) -> Result<Message, AppError> {
+    let body = body.map(check_body).transpose()?;
+    let mut tx = pool.begin().await?;
+    let found: Option<(Uuid, Uuid, DmStatus, bool)> = sqlx::query_as(
+        "SELECT m.dm_id, m.sender_id, d.status, m.deleted_at IS NOT NULL FROM messages m
+         JOIN dms d ON d.id = m.dm_id
+         JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
+         WHERE m.id = $1 FOR UPDATE OF m",
+    )
+    .bind(message_id)
+    .bind(me)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((dm_id, sender, status, deleted)) = found else {
+        return Err(AppError::NotFound);
+    };
+    if sender != me {
+        return Err(AppError::Forbidden);
+    }
+    if status != DmStatus::Active {
+        return Err(AppError::Conflict(
+            "Messages can be changed only while the DM is active.".into(),
+        ));
+    }
+    let sql = match (body, deleted) {
+        (Some(_), true) => {
+            return Err(AppError::Conflict(
+                "A deleted message cannot be edited.".into(),
+            ));
+        }
+        (None, true) => {
+            format!("SELECT {COLUMNS} FROM messages WHERE id = $1 AND $2::text IS NULL")
+        }
+        (Some(_), false) => format!(
+            "UPDATE messages SET body = $2, edited_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        ),
+        (None, false) => format!(
+            "UPDATE messages SET body = '', deleted_at = now()
+             WHERE id = $1 AND $2::text IS NULL RETURNING {COLUMNS}"
+        ),
+    };
+    let message: Message = sqlx::query_as(&sql)
+        .bind(message_id)
+        .bind(body)
+        .fetch_one(&mut *tx)
+        .await?;
+    if deleted {
+        tx.commit().await?;
+        return Ok(message);
+    }
+    let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
+        .bind(dm_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let payload =
+        serde_json::json!({ "dm_id": dm_id, "message_id": message.id, "seq": message.seq });
+    realtime::commit_with_event(tx, pool, &members, Some(("message", payload))).await?;
+    Ok(message)
+}
+
+/// The other member's read position in DM `dm_id` (0 unless ACTIVE: an
+/// invite reveals no receipts).
+///
+/// # Errors
+/// 404 when the DM does not exist or `me` is not in it.
+pub async fn seen(pool: &PgPool, me: Uuid, dm_id: Uuid) -> Result<i64, AppError> {
+    let row: Option<(DmStatus, i64)> = sqlx::query_as(
+        "SELECT d.status, o.last_read_seq FROM dms d
+         JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
+         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+         WHERE d.id = $1",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        None => Err(AppError::NotFound),
+        Some((DmStatus::Active, seq)) => Ok(seq),
+        Some(_) => Ok(0),
+    }
 }

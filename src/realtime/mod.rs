@@ -1,11 +1,75 @@
-//! Real time: the server's event log and SSE stream ([`server`]), and the
-//! browser's side ([`Live`]): one `EventSource` per signed-in tab whose
-//! events bump a signal that the lists and the chat page refetch on.
+//! Real time: the server's event log, SSE stream and presence ([`server`],
+//! [`presence`]), and the browser's side ([`Live`]): one `EventSource` per
+//! signed-in tab whose events bump the signals that lists refetch on and
+//! reach the open conversation through [`Live::on_event`].
+
+use std::{collections::HashMap, sync::Arc};
 
 use leptos::prelude::*;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
+pub mod presence;
+#[cfg(feature = "ssr")]
 pub mod server;
+
+/// `message` data: a message was sent, edited or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MessageEvent {
+    /// Its DM.
+    pub dm_id: Uuid,
+    /// The message.
+    pub message_id: Uuid,
+    /// Its `seq`.
+    pub seq: i64,
+}
+
+/// `read` data: `user_id` has read DM `dm_id` up to `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadEvent {
+    /// The DM.
+    pub dm_id: Uuid,
+    /// Who read.
+    pub user_id: Uuid,
+    /// Up to which `seq`.
+    pub seq: i64,
+}
+
+/// `typing` data: `user_id` is typing in DM `dm_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TypingEvent {
+    /// The DM.
+    pub dm_id: Uuid,
+    /// Who is typing.
+    pub user_id: Uuid,
+}
+
+/// `presence` data: `user_id` came online or went offline.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PresenceEvent {
+    /// Whose presence.
+    pub user_id: Uuid,
+    /// Whether they now have an open stream.
+    pub online: bool,
+}
+
+/// One event from `/api/events`, as the conversation view sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// A message was sent, edited or deleted.
+    Message(MessageEvent),
+    /// A read receipt.
+    Read(ReadEvent),
+    /// A typing hint.
+    Typing(TypingEvent),
+    /// The stream (re)opened or the server said `resync`: refetch.
+    Resync,
+}
+
+type Listener = Arc<dyn Fn(&LiveEvent) + Send + Sync>;
 
 /// Client state of the event stream, provided by [`provide_live`].
 #[derive(Clone, Copy)]
@@ -16,31 +80,87 @@ pub struct Live {
     pub messages: RwSignal<u64>,
     /// The stream dropped and the browser is reconnecting.
     pub reconnecting: RwSignal<bool>,
+    /// The signed-in user, if any.
+    pub me: Signal<Option<Uuid>>,
+    /// Presence heard since the page loaded, by user (newer than lists).
+    pub online: RwSignal<HashMap<Uuid, bool>>,
+    listeners: StoredValue<Vec<(u64, Listener)>>,
+    next_listener: StoredValue<u64>,
+}
+
+impl Live {
+    /// Calls `listener` for each event until the calling component is
+    /// cleaned up.
+    pub fn on_event(&self, listener: impl Fn(&LiveEvent) + Send + Sync + 'static) {
+        let id = self.next_listener.get_value();
+        self.next_listener.set_value(id + 1);
+        self.listeners
+            .update_value(|all| all.push((id, Arc::new(listener))));
+        let listeners = self.listeners;
+        on_cleanup(move || {
+            listeners.try_update_value(|all| all.retain(|(i, _)| *i != id));
+        });
+    }
+
+    /// Whether `user` is online: the latest `presence` event, else
+    /// `listed` (what a list said when it was fetched).
+    pub fn is_online(&self, user: Uuid, listed: bool) -> bool {
+        self.online
+            .with(|online| online.get(&user).copied())
+            .unwrap_or(listed)
+    }
+
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn dispatch(&self, event: &LiveEvent) {
+        let listeners: Vec<Listener> = self
+            .listeners
+            .with_value(|all| all.iter().map(|(_, l)| l.clone()).collect());
+        for listener in listeners {
+            listener(event);
+        }
+    }
 }
 
 /// Creates [`Live`], provides it, and (in the browser) keeps an
 /// `EventSource` on `/api/events` open while someone is signed in.
-pub fn provide_live(signed_in: Signal<bool>) -> Live {
+pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
     let live = Live {
         dms: RwSignal::new(0),
         messages: RwSignal::new(0),
         reconnecting: RwSignal::new(false),
+        me,
+        online: RwSignal::new(HashMap::new()),
+        listeners: StoredValue::new(Vec::new()),
+        next_listener: StoredValue::new(0),
     };
     provide_context(live);
     #[cfg(feature = "hydrate")]
-    browser::connect(live, signed_in);
-    #[cfg(not(feature = "hydrate"))]
-    let _ = signed_in;
+    browser::connect(live);
     live
+}
+
+/// `POST /api/typing` `{dm_id}`: I am typing in DM `dm_id`. The other
+/// member gets a `typing` event (at most one per 2 s); nothing when
+/// throttled.
+///
+/// # Errors
+/// 404 not my DM; 409 the DM is not ACTIVE.
+#[server(prefix = "/api", endpoint = "typing", input = server_fn::codec::Json)]
+pub async fn typing(dm_id: Uuid) -> Result<(), AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::typing(&state, me.id, dm_id)
+        .await
+        .map_err(crate::error::respond)
 }
 
 #[cfg(feature = "hydrate")]
 mod browser {
     use leptos::prelude::*;
     use wasm_bindgen::{JsCast, closure::Closure};
-    use web_sys::{Event, EventSource};
+    use web_sys::{Event, EventSource, MessageEvent};
 
-    use super::Live;
+    use super::{Live, LiveEvent};
 
     /// An `EventSource` that closes when dropped.
     struct Stream {
@@ -54,28 +174,70 @@ mod browser {
         }
     }
 
-    pub fn connect(live: Live, signed_in: Signal<bool>) {
+    fn bump(signal: RwSignal<u64>) {
+        signal.update(|v| *v = v.wrapping_add(1));
+    }
+
+    fn handle(live: Live, kind: &str, data: &str) {
+        match kind {
+            "dm" => bump(live.dms),
+            "message" => {
+                bump(live.messages);
+                if let Ok(event) = serde_json::from_str(data) {
+                    crate::components::notify::message_arrived(&event, live.me.get_untracked());
+                    live.dispatch(&LiveEvent::Message(event));
+                }
+            }
+            "read" => {
+                bump(live.messages);
+                if let Ok(event) = serde_json::from_str(data) {
+                    live.dispatch(&LiveEvent::Read(event));
+                }
+            }
+            "typing" => {
+                if let Ok(event) = serde_json::from_str(data) {
+                    live.dispatch(&LiveEvent::Typing(event));
+                }
+            }
+            "presence" => {
+                if let Ok(super::PresenceEvent { user_id, online }) = serde_json::from_str(data) {
+                    live.online.update(|all| {
+                        all.insert(user_id, online);
+                    });
+                }
+            }
+            "resync" => resync(live),
+            _ => {}
+        }
+    }
+
+    fn resync(live: Live) {
+        bump(live.dms);
+        bump(live.messages);
+        live.dispatch(&LiveEvent::Resync);
+    }
+
+    pub fn connect(live: Live) {
         // Talks to the outside world: opens or closes the stream as the
         // session changes. The browser reconnects by itself (sending
         // `Last-Event-ID`), and the server replays what was missed.
         let stream = StoredValue::new_local(None::<Stream>);
         Effect::new(move |_| {
             stream.set_value(None);
-            if !signed_in.get() {
+            if live.me.with(Option::is_none) {
                 return;
             }
             let Ok(source) = EventSource::new("/api/events") else {
                 return;
             };
             let mut handlers = Vec::new();
-            for kind in ["message", "dm", "read"] {
-                let signal = if kind == "dm" {
-                    live.dms
-                } else {
-                    live.messages
-                };
-                let handler = Closure::<dyn FnMut(Event)>::new(move |_| {
-                    signal.update(|v| *v = v.wrapping_add(1));
+            for kind in ["message", "dm", "read", "typing", "presence", "resync"] {
+                let handler = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+                    let data = event
+                        .dyn_ref::<MessageEvent>()
+                        .and_then(|m| m.data().as_string())
+                        .unwrap_or_default();
+                    handle(live, kind, &data);
                 });
                 let _ =
                     source.add_event_listener_with_callback(kind, handler.as_ref().unchecked_ref());
@@ -84,8 +246,7 @@ mod browser {
             let open = Closure::<dyn FnMut(Event)>::new(move |_| {
                 live.reconnecting.set(false);
                 // Whatever happened while away: refetch.
-                live.dms.update(|v| *v = v.wrapping_add(1));
-                live.messages.update(|v| *v = v.wrapping_add(1));
+                resync(live);
             });
             source.set_onopen(Some(open.as_ref().unchecked_ref()));
             handlers.push(open);

@@ -22,11 +22,13 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures::Stream;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::{auth::server::CurrentUser, server::state::AppState};
+use super::presence::{Presence, StreamGuard};
+use crate::{auth::server::CurrentUser, error::AppError, server::state::AppState};
 
 /// The NOTIFY channel.
 pub const CHANNEL: &str = "knock_events";
@@ -34,6 +36,17 @@ pub const CHANNEL: &str = "knock_events";
 pub const POLL: Duration = Duration::from_secs(5);
 /// Events read from the log per query.
 const PAGE: i64 = 100;
+/// A stream resuming with more than this many events waiting is told to
+/// `resync` instead of getting them all.
+pub const MAX_REPLAY: i64 = 1000;
+/// At most one `typing` event per user per DM in this period (per
+/// instance); clients keep showing the hint for [`TYPING_TTL`].
+pub const TYPING_THROTTLE: Duration = Duration::from_secs(2);
+/// How long a typing hint lasts; older ones are not replayed.
+pub const TYPING_TTL: Duration = Duration::from_secs(6);
+/// How long events stay in the log. Typing and presence events, which only
+/// matter now, go after [`TYPING_TTL`] and a minute.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Appends an event of `kind` (`message`, `dm`, `read`) with `payload` (ids
 /// only) for each of `recipients`, in the caller's transaction.
@@ -93,10 +106,26 @@ pub async fn commit_with_event(
     Ok(())
 }
 
-/// This process's wake-ups: one `watch` channel per user with open streams.
-#[derive(Debug, Default)]
+/// This process's real-time state: one `watch` channel per user with open
+/// streams (the wake-ups), presence bookkeeping, and the typing throttle.
+#[derive(Debug)]
 pub struct Hub {
     users: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    /// Open streams of this instance (see [`Presence`]).
+    pub presence: Arc<Presence>,
+    typing: DefaultKeyedRateLimiter<(Uuid, Uuid)>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            users: Mutex::default(),
+            presence: Arc::default(),
+            typing: RateLimiter::keyed(
+                Quota::with_period(TYPING_THROTTLE).expect("a non-zero period"),
+            ),
+        }
+    }
 }
 
 impl Hub {
@@ -236,12 +265,14 @@ pub async fn events_after(
         "SELECT tx_id::text, id, kind, payload FROM events
          WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+           AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
          ORDER BY tx_id, id LIMIT $4",
     )
     .bind(user)
     .bind(&after.tx_id)
     .bind(after.id)
     .bind(PAGE)
+    .bind(TYPING_TTL.as_secs_f64())
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -254,54 +285,182 @@ pub async fn events_after(
         .collect())
 }
 
-/// `GET /api/events`: the signed-in user's Server-Sent Events. Each event's
-/// `id` is its log position; `event` is `message`, `dm` or `read`; `data`
-/// is JSON with ids. A reconnect sending `Last-Event-ID` gets everything
-/// after it first. Comments every 15 s keep proxies from closing the
-/// stream. The stream pulls from the log as the client reads, so a slow
-/// client holds no buffer beyond one page and slows nobody else.
+/// Whether a stream resuming after `cursor` must resync instead: the log
+/// was pruned past it, or more than [`MAX_REPLAY`] events wait.
+async fn needs_resync(pool: &PgPool, user: Uuid, cursor: &Cursor) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT $2::xid8 <= (SELECT pruned_through FROM events_horizon) AND $2::xid8 <> '0'
+             OR (SELECT count(*) FROM (SELECT 1 FROM events
+                  WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3) LIMIT $4 + 1) w) > $4",
+    )
+    .bind(user)
+    .bind(&cursor.tx_id)
+    .bind(cursor.id)
+    .bind(MAX_REPLAY)
+    .fetch_one(pool)
+    .await
+}
+
+/// What a stream carries between polls.
+struct StreamState {
+    cursor: Cursor,
+    wake: watch::Receiver<u64>,
+    buffer: VecDeque<Delivered>,
+    _presence: Option<StreamGuard>,
+}
+
+/// `GET /api/events`: the signed-in user's Server-Sent Events
+/// ([the SSE format](https://html.spec.whatwg.org/multipage/server-sent-events.html)).
+///
+/// Each event's `id` is its log position; `event` is `message`, `dm`,
+/// `read`, `typing`, `presence` or `resync`; `data` is JSON with ids:
+/// `message` `{dm_id, message_id, seq}`, `dm` `{dm_id}`, `read` `{dm_id,
+/// user_id, seq}`, `typing` `{dm_id, user_id}`, `presence` `{user_id,
+/// online}`, `resync` `{}`. A reconnect sending `Last-Event-ID` gets
+/// everything after it first, or one `resync` (refetch what you show) when
+/// it is too far behind ([`MAX_REPLAY`]) or the log was pruned past it.
+/// Comments every 15 s keep proxies from closing the stream. The stream
+/// pulls from the log as the client reads, so a slow client holds no buffer
+/// beyond one page and slows nobody else. While it is open the user is
+/// online (see [`Presence`]).
+///
+/// # Errors
+/// 401 without a session; 500 on a database error.
 pub async fn events(
     State(state): State<AppState>,
     CurrentUser(me): CurrentUser,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, crate::error::AppError> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(Cursor::parse);
-    let cursor = match resume {
-        Some(cursor) => cursor,
-        None => head(&state.pool, me.id).await?,
+    let (cursor, buffer) = match resume {
+        Some(cursor) if !needs_resync(&state.pool, me.id, &cursor).await? => {
+            (cursor, VecDeque::new())
+        }
+        resume => {
+            let head = head(&state.pool, me.id).await?;
+            let resync = resume.is_some().then(|| Delivered {
+                cursor: head.clone(),
+                kind: "resync".into(),
+                payload: serde_json::json!({}),
+            });
+            (head, resync.into_iter().collect())
+        }
     };
     let wake = state.hub.subscribe(me.id);
+    let presence = state.hub.presence.open(&state.pool, me.id).await?;
     let pool = state.pool.clone();
-    let stream = futures::stream::unfold(
-        (cursor, wake, VecDeque::<Delivered>::new()),
-        move |(mut cursor, mut wake, mut buffer)| {
-            let pool = pool.clone();
-            async move {
-                loop {
-                    if let Some(event) = buffer.pop_front() {
-                        cursor = event.cursor.clone();
-                        let sse = Event::default()
-                            .id(event.cursor.to_string())
-                            .event(event.kind)
-                            .data(event.payload.to_string());
-                        return Some((Ok(sse), (cursor, wake, buffer)));
+    let start = StreamState {
+        cursor,
+        wake,
+        buffer,
+        _presence: Some(presence),
+    };
+    let stream = futures::stream::unfold(start, move |mut st| {
+        let pool = pool.clone();
+        async move {
+            loop {
+                if let Some(event) = st.buffer.pop_front() {
+                    st.cursor = event.cursor.clone();
+                    let sse = Event::default()
+                        .id(event.cursor.to_string())
+                        .event(event.kind)
+                        .data(event.payload.to_string());
+                    return Some((Ok(sse), st));
+                }
+                match events_after(&pool, me.id, &st.cursor).await {
+                    Ok(page) if !page.is_empty() => st.buffer.extend(page),
+                    Ok(_) => {
+                        let _ = tokio::time::timeout(POLL, st.wake.changed()).await;
                     }
-                    match events_after(&pool, me.id, &cursor).await {
-                        Ok(page) if !page.is_empty() => buffer.extend(page),
-                        Ok(_) => {
-                            let _ = tokio::time::timeout(POLL, wake.changed()).await;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "event stream: database error");
-                            tokio::time::sleep(POLL).await;
-                        }
+                    Err(error) => {
+                        tracing::warn!(%error, "event stream: database error");
+                        tokio::time::sleep(POLL).await;
                     }
                 }
             }
-        },
-    );
+        }
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `me` is typing in DM `dm_id`: the other member gets a `typing` event
+/// `{dm_id, user_id}`, at most one per [`TYPING_THROTTLE`]; clients show it
+/// for [`TYPING_TTL`] or until a message from that user arrives.
+///
+/// # Errors
+/// 404 when the DM does not exist or `me` is not in it; 409 when it is not
+/// ACTIVE (an invite reveals no typing).
+pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppError> {
+    let dm: Option<(crate::dms::DmStatus, Uuid)> = sqlx::query_as(
+        "SELECT d.status, o.user_id FROM dms d
+         JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
+         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+         WHERE d.id = $1",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some((status, other)) = dm else {
+        return Err(AppError::NotFound);
+    };
+    if status != crate::dms::DmStatus::Active {
+        return Err(AppError::Conflict(
+            "Typing is shared once both have accepted.".into(),
+        ));
+    }
+    if state.hub.typing.check_key(&(me, dm_id)).is_err() {
+        return Ok(());
+    }
+    let tx = state.pool.begin().await?;
+    let payload = serde_json::json!({ "dm_id": dm_id, "user_id": me });
+    commit_with_event(tx, &state.pool, &[other], Some(("typing", payload))).await?;
+    Ok(())
+}
+
+/// Deletes events older than [`RETENTION`] (and typing or presence events
+/// older than a minute), moving `events_horizon` past the pruned ones.
+///
+/// # Errors
+/// The database error.
+pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let old: Option<String> = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM events WHERE created_at < now() - $1 * interval '1 second'
+                       RETURNING tx_id)
+         UPDATE events_horizon
+         SET pruned_through = GREATEST(pruned_through,
+                                       (SELECT tx_id FROM gone ORDER BY tx_id DESC LIMIT 1))
+         WHERE EXISTS (SELECT 1 FROM gone)
+         RETURNING pruned_through::text",
+    )
+    .bind(RETENTION.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let ephemeral = sqlx::query(
+        "DELETE FROM events WHERE kind IN ('typing', 'presence')
+           AND created_at < now() - interval '1 minute'",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    if let Some(horizon) = old {
+        tracing::info!(%horizon, "pruned the event log");
+    }
+    Ok(ephemeral)
+}
+
+/// Forever: [`prune`] every ten minutes.
+pub async fn prune_forever(pool: PgPool) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        ticks.tick().await;
+        if let Err(error) = prune(&pool).await {
+            tracing::warn!(%error, "could not prune the event log");
+        }
+    }
 }

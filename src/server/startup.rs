@@ -68,6 +68,7 @@ pub struct Application {
     router: Router,
     database: Database,
     grace: Duration,
+    hub: Arc<crate::realtime::server::Hub>,
 }
 
 impl Application {
@@ -123,8 +124,11 @@ impl Application {
             state.webhook_wakeup.clone(),
         ));
         tokio::spawn(state.hub.clone().listen(state.pool.clone()));
+        tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
+        tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
         Ok(Self {
             listener,
+            hub: state.hub.clone(),
             router: router(state, &settings.knock),
             database,
             grace: settings.knock.shutdown_grace(),
@@ -158,6 +162,7 @@ impl Application {
             router,
             database,
             grace,
+            hub,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -183,6 +188,7 @@ impl Application {
                 Ok(())
             }
         };
+        hub.presence.leave(&database.pool).await;
         database.shutdown().await;
         result
     }
@@ -203,6 +209,7 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
         .route("/api/events", get(crate::realtime::server::events))
+        .route("/api/avatars/{user_id}", get(crate::users::server::avatar))
         .leptos_routes_with_context(&state, routes, || (), move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(

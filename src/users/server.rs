@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::User;
+use crate::error::AppError;
 
 /// The fields Knock keeps from a Clerk User object (Clerk Backend API
 /// `User`, also the `data` of `user.created` / `user.updated` webhooks).
@@ -313,4 +314,36 @@ pub async fn find_live(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Er
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+/// `GET /api/avatars/{user_id}`: the identicon of `user_id` as a 5×5 PNG
+/// pattern scaled to 120 px (the `identicon-rs` crate), the same for the
+/// same id forever, so it is cached for a year. Needs no session: it is
+/// made from the id alone.
+///
+/// # Errors
+/// 404 for a path that is not a UUID; 500 if the image cannot be made.
+pub async fn avatar(
+    axum::extract::Path(user_id): axum::extract::Path<String>,
+) -> Result<impl axum::response::IntoResponse, AppError> {
+    use axum::http::header;
+    let id: Uuid = user_id.parse().map_err(|_| AppError::NotFound)?;
+    let png = tokio::task::spawn_blocking(move || {
+        identicon_rs::Identicon::new(&id.to_string())
+            .set_border(10)
+            .export_png_data()
+    })
+    .await
+    .map_err(|_| AppError::Internal)?
+    .map_err(|error| {
+        tracing::error!(%error, "identicon");
+        AppError::Internal
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        png,
+    ))
 }

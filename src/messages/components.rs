@@ -1,0 +1,597 @@
+//! The conversation of an ACTIVE DM: messages with day separators and
+//! grouping, optimistic sends (pending → sent, or failed with **Retry**),
+//! **Seen**, "… is typing", edit and delete of one's own messages, older
+//! history on scroll up, and the composer (textbox **Message**; Enter
+//! sends, Shift+Enter makes a new line).
+//!
+//! The newest page is rendered on the server (so the page works without
+//! WASM: the composer is then a plain form). After hydration the messages
+//! live in signals, updated by the event stream ([`Live::on_event`]) and by
+//! the user's own actions; a `message` event with a `seq` past the newest
+//! one fetches everything after it, so nothing is skipped or doubled.
+
+use leptos::{ev, prelude::*, server_fn::ServerFn};
+use time::{
+    OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339, macros::format_description,
+};
+use uuid::Uuid;
+
+use super::{
+    Message, SendMessageForm, delete_message, edit_message, list_messages, read_messages,
+    read_receipt, send_message,
+};
+use crate::{
+    error::AppError,
+    realtime::{Live, LiveEvent, typing},
+    users::User,
+};
+
+/// Messages per page of history.
+pub const PAGE: i64 = 50;
+/// Messages of one sender closer together than this form one group.
+const GROUP_GAP_SECS: i64 = 5 * 60;
+/// How long a typing hint stays without a new one (milliseconds).
+const TYPING_SHOWN_MS: i32 = 6_000;
+/// The least time between two typing notices sent (milliseconds).
+const TYPING_EVERY_MS: f64 = 2_000.0;
+
+/// A message sent from this tab that the server has not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    client_id: Uuid,
+    body: String,
+    failed: bool,
+}
+
+/// One line of the thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Row {
+    Day(String),
+    Message {
+        message: Message,
+        mine: bool,
+        starts_group: bool,
+        time: String,
+        seen: bool,
+    },
+    Pending(Pending),
+}
+
+impl Row {
+    fn key(&self) -> String {
+        match self {
+            Row::Day(label) => format!("day {label}"),
+            Row::Message {
+                message,
+                starts_group,
+                time,
+                seen,
+                ..
+            } => format!(
+                "{} {:?} {} {starts_group} {time} {seen}",
+                message.id, message.edited_at, message.deleted
+            ),
+            Row::Pending(p) => format!("pending {} {}", p.client_id, p.failed),
+        }
+    }
+}
+
+/// Merges `new` into `messages` (sorted by `seq`, one per `seq`; a newer
+/// copy replaces an older one) and drops the pending sends they confirm.
+fn merge(messages: RwSignal<Vec<Message>>, pending: RwSignal<Vec<Pending>>, new: Vec<Message>) {
+    if new.is_empty() {
+        return;
+    }
+    pending.update(|p| p.retain(|p| !new.iter().any(|m| m.client_id == p.client_id)));
+    messages.update(|all| {
+        for message in new {
+            match all.binary_search_by_key(&message.seq, |m| m.seq) {
+                Ok(i) => all[i] = message,
+                Err(i) => all.insert(i, message),
+            }
+        }
+    });
+}
+
+/// The thread's rows: day separators, groups, **Seen** under my last
+/// message the other has read, then the pending sends. Times are shown at
+/// `offset` (UTC on the server, the browser's zone after hydration).
+fn rows(
+    messages: &[Message],
+    pending: &[Pending],
+    me: Uuid,
+    other_read: i64,
+    offset: UtcOffset,
+) -> Vec<Row> {
+    let seen_seq = messages
+        .iter()
+        .filter(|m| m.sender_id == me && m.seq <= other_read)
+        .map(|m| m.seq)
+        .max();
+    let mut rows = Vec::with_capacity(messages.len() + pending.len() + 4);
+    let mut last: Option<(OffsetDateTime, Uuid)> = None;
+    for message in messages {
+        let at = OffsetDateTime::parse(&message.created_at, &Rfc3339)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .to_offset(offset);
+        if last.is_none_or(|(prev, _)| prev.date() != at.date()) {
+            let label = at
+                .format(format_description!(
+                    "[weekday], [day padding:none] [month repr:long] [year]"
+                ))
+                .unwrap_or_default();
+            rows.push(Row::Day(label));
+            last = None;
+        }
+        let starts_group = last.is_none_or(|(prev, sender)| {
+            sender != message.sender_id || (at - prev).whole_seconds() > GROUP_GAP_SECS
+        });
+        last = Some((at, message.sender_id));
+        rows.push(Row::Message {
+            mine: message.sender_id == me,
+            starts_group,
+            time: at
+                .format(format_description!("[hour]:[minute]"))
+                .unwrap_or_default(),
+            seen: Some(message.seq) == seen_seq,
+            message: message.clone(),
+        });
+    }
+    rows.extend(pending.iter().cloned().map(Row::Pending));
+    rows
+}
+
+/// An ACTIVE DM with `other`: the thread and the composer.
+#[component]
+pub fn Conversation(dm_id: Uuid, other: User, me: Uuid) -> impl IntoView {
+    let first = Resource::new(
+        || (),
+        move |_| async move {
+            let messages = list_messages(dm_id, None, None, Some(PAGE)).await?;
+            let receipt = read_receipt(dm_id).await?;
+            Ok::<_, AppError>((messages, receipt.seq))
+        },
+    );
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading messages…"</p> }>
+            {move || {
+                let other = other.clone();
+                Suspend::new(async move {
+                match first.await {
+                    Ok((messages, other_read)) => {
+                        view! { <Thread dm_id other=other.clone() me messages other_read /> }
+                            .into_any()
+                    }
+                    Err(e) => view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any(),
+                }
+            })}}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Thread(
+    dm_id: Uuid,
+    other: User,
+    me: Uuid,
+    messages: Vec<Message>,
+    other_read: i64,
+) -> impl IntoView {
+    let live = expect_context::<Live>();
+    let has_older = RwSignal::new(messages.first().is_some_and(|m| m.seq > 1));
+    let messages = RwSignal::new(messages);
+    let pending = RwSignal::new(Vec::<Pending>::new());
+    let other_read = RwSignal::new(other_read);
+    let typing_shown = RwSignal::new(0u32);
+    let editing = RwSignal::new(None::<Uuid>);
+    let draft = RwSignal::new(String::new());
+    let offset = RwSignal::new(UtcOffset::UTC);
+    let last_marked = StoredValue::new(0i64);
+    let last_typing = StoredValue::new(0f64);
+    let list_ref = NodeRef::<leptos::html::Ol>::new();
+    let textbox = NodeRef::<leptos::html::Textarea>::new();
+    let form_ref = NodeRef::<leptos::html::Form>::new();
+    let other_name = other.display_name();
+
+    let newest = move || messages.with_untracked(|m| m.last().map_or(0, |m| m.seq));
+    // What is on screen in a visible tab is read.
+    let mark_read = move || {
+        let seq = newest();
+        if seq > last_marked.get_value() && browser::visible() {
+            last_marked.set_value(seq);
+            leptos::task::spawn_local(async move {
+                let _ = read_messages(dm_id, seq).await;
+            });
+        }
+    };
+    // Everything after the newest message, page by page.
+    let catch_up = move || {
+        leptos::task::spawn_local(async move {
+            loop {
+                let Ok(page) = list_messages(dm_id, None, Some(newest()), Some(200)).await else {
+                    break;
+                };
+                let full = page.len() == 200;
+                if page.iter().any(|m| m.sender_id != me) {
+                    typing_shown.set(0);
+                }
+                merge(messages, pending, page);
+                if !full {
+                    break;
+                }
+            }
+            mark_read();
+        });
+    };
+    let refetch_one = move |seq: i64| {
+        leptos::task::spawn_local(async move {
+            if let Ok(page) = list_messages(dm_id, None, Some(seq - 1), Some(1)).await {
+                merge(messages, pending, page);
+            }
+        });
+    };
+    let other_id = other.id;
+    live.on_event(move |event| match event {
+        LiveEvent::Message(e) if e.dm_id == dm_id => {
+            if e.seq > newest() {
+                catch_up();
+            } else {
+                refetch_one(e.seq);
+            }
+        }
+        LiveEvent::Read(e) if e.dm_id == dm_id && e.user_id == other_id => {
+            other_read.update(|r| *r = (*r).max(e.seq));
+        }
+        LiveEvent::Typing(e) if e.dm_id == dm_id && e.user_id == other_id => {
+            let shown = typing_shown.get_untracked().wrapping_add(1).max(1);
+            typing_shown.set(shown);
+            set_timeout(
+                move || {
+                    if typing_shown.get_untracked() == shown {
+                        typing_shown.set(0);
+                    }
+                },
+                std::time::Duration::from_millis(TYPING_SHOWN_MS as u64),
+            );
+        }
+        LiveEvent::Resync => {
+            catch_up();
+            leptos::task::spawn_local(async move {
+                if let Ok(receipt) = read_receipt(dm_id).await {
+                    other_read.update(|r| *r = (*r).max(receipt.seq));
+                }
+            });
+        }
+        _ => {}
+    });
+    // After hydration: local times, read what is shown, start at the bottom.
+    Effect::new(move |_| {
+        offset.set(browser::local_offset());
+        mark_read();
+        browser::scroll_to_bottom(list_ref);
+    });
+    let _focus = window_event_listener(ev::focus, move |_| mark_read());
+    // New lines at the bottom keep the view at the bottom when it was there.
+    Effect::new(move |previous: Option<usize>| {
+        let count = messages.with(Vec::len) + pending.with(Vec::len);
+        if previous.is_some_and(|p| p < count) {
+            browser::follow_bottom(list_ref);
+        }
+        count
+    });
+
+    let send = move |body: String, client_id: Uuid| {
+        pending.update(|p| match p.iter_mut().find(|p| p.client_id == client_id) {
+            Some(p) => p.failed = false,
+            None => p.push(Pending {
+                client_id,
+                body: body.clone(),
+                failed: false,
+            }),
+        });
+        leptos::task::spawn_local(async move {
+            match send_message(dm_id, body, client_id).await {
+                Ok(message) => {
+                    merge(messages, pending, vec![message]);
+                    mark_read();
+                }
+                Err(_) => pending.update(|p| {
+                    if let Some(p) = p.iter_mut().find(|p| p.client_id == client_id) {
+                        p.failed = true;
+                    }
+                }),
+            }
+        });
+    };
+    let on_submit = move |ev: ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(textbox) = textbox.get() else {
+            return;
+        };
+        let body = textbox.value().trim().to_owned();
+        if body.is_empty() {
+            return;
+        }
+        textbox.set_value("");
+        send(body, browser::new_client_id());
+    };
+    let on_keydown = move |ev: ev::KeyboardEvent| {
+        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+            ev.prevent_default();
+            if let Some(form) = form_ref.get() {
+                let _ = form.request_submit();
+            }
+        }
+    };
+    let on_input = move |_| {
+        let now = browser::now_ms();
+        if now - last_typing.get_value() >= TYPING_EVERY_MS {
+            last_typing.set_value(now);
+            leptos::task::spawn_local(async move {
+                let _ = typing(dm_id).await;
+            });
+        }
+    };
+    let load_older = move || {
+        let Some(before) = messages.with_untracked(|m| m.first().map(|m| m.seq)) else {
+            return;
+        };
+        if !has_older.get_untracked() {
+            return;
+        }
+        has_older.set(false);
+        leptos::task::spawn_local(async move {
+            match list_messages(dm_id, Some(before), None, Some(PAGE)).await {
+                Ok(page) => {
+                    let more = page.first().is_some_and(|m| m.seq > 1);
+                    let keep = browser::keep_scroll_position(list_ref);
+                    merge(messages, pending, page);
+                    keep();
+                    has_older.set(more);
+                }
+                Err(_) => has_older.set(true),
+            }
+        });
+    };
+    let on_scroll = move |_| {
+        if browser::at_top(list_ref) {
+            load_older();
+        }
+    };
+    let save_edit = move |id: Uuid| {
+        let body = draft.get_untracked();
+        leptos::task::spawn_local(async move {
+            if let Ok(message) = edit_message(id, body).await {
+                merge(messages, pending, vec![message]);
+                editing.set(None);
+            }
+        });
+    };
+    let delete = move |id: Uuid| {
+        leptos::task::spawn_local(async move {
+            if let Ok(message) = delete_message(id).await {
+                merge(messages, pending, vec![message]);
+            }
+        });
+    };
+
+    let all_rows =
+        move || messages.with(|m| pending.with(|p| rows(m, p, me, other_read.get(), offset.get())));
+    let render = move |row: Row| match row {
+        Row::Day(label) => view! {
+            <li class="day" role="separator">
+                <span>{label}</span>
+            </li>
+        }
+        .into_any(),
+        Row::Pending(p) => {
+            let retry = {
+                let body = p.body.clone();
+                move |_| send(body.clone(), p.client_id)
+            };
+            view! {
+                <li class="message mine pending" class:failed=p.failed>
+                    <p>{p.body.clone()}</p>
+                    <span class="status" role="status">
+                        {if p.failed { "Not sent" } else { "Sending…" }}
+                    </span>
+                    {p.failed.then(|| view! {
+                        <button type="button" class="link-button" on:click=retry>"Retry"</button>
+                    })}
+                </li>
+            }
+            .into_any()
+        }
+        Row::Message {
+            message,
+            mine,
+            starts_group,
+            time,
+            seen,
+        } => {
+            let id = message.id;
+            let is_editing = move || editing.get() == Some(id);
+            let body = message.body.clone();
+            let start_edit = move |_| {
+                draft.set(body.clone());
+                editing.set(Some(id));
+            };
+            view! {
+                <li class="message" class:mine=mine class:group-start=starts_group class:deleted=message.deleted>
+                    {starts_group.then(|| view! {
+                        <time class="meta" datetime=message.created_at.clone()>{time}</time>
+                    })}
+                    <Show
+                        when=is_editing
+                        fallback={
+                            let message = message.clone();
+                            move || if message.deleted {
+                                view! { <p class="deleted-text">"Message deleted"</p> }.into_any()
+                            } else {
+                                view! {
+                                    <p>{message.body.clone()}</p>
+                                    {message.edited_at.is_some().then(|| view! { <span class="meta">"edited"</span> })}
+                                }.into_any()
+                            }
+                        }
+                    >
+                        <form class="edit" on:submit=move |ev: ev::SubmitEvent| { ev.prevent_default(); save_edit(id); }>
+                            <textarea
+                                aria-label="Edit message"
+                                rows="2"
+                                maxlength="4000"
+                                prop:value=move || draft.get()
+                                on:input=move |ev| draft.set(event_target_value(&ev))
+                            ></textarea>
+                            <button type="submit">"Save"</button>
+                            <button type="button" on:click=move |_| editing.set(None)>"Cancel"</button>
+                        </form>
+                    </Show>
+                    {(mine && !message.deleted).then(|| view! {
+                        <span class="message-actions">
+                            <button type="button" class="link-button" on:click=start_edit.clone()>"Edit"</button>
+                            <button type="button" class="link-button" on:click=move |_| delete(id)>"Delete"</button>
+                        </span>
+                    })}
+                    {seen.then(|| view! { <span class="seen">"Seen"</span> })}
+                </li>
+            }
+            .into_any()
+        }
+    };
+
+    view! {
+        <div class="thread">
+            {move || has_older.get().then(|| view! {
+                <button type="button" class="older" on:click=move |_| load_older()>
+                    "Load earlier messages"
+                </button>
+            })}
+            <ol class="messages" aria-label="Messages" node_ref=list_ref on:scroll=on_scroll>
+                {move || (messages.with(Vec::is_empty) && pending.with(Vec::is_empty)).then(|| view! {
+                    <li class="muted">"No messages yet. Say hello!"</li>
+                })}
+                <For each=all_rows key=Row::key children=render />
+            </ol>
+            <p class="typing" aria-live="polite">
+                {move || (typing_shown.get() > 0).then(|| format!("{other_name} is typing…"))}
+            </p>
+        </div>
+        <form
+            class="composer"
+            method="post"
+            action=SendMessageForm::url()
+            node_ref=form_ref
+            on:submit=on_submit
+        >
+            <input type="hidden" name="dm_id" value=dm_id.to_string() />
+            <input type="hidden" name="other_user_id" value=other.id.to_string() />
+            <textarea
+                node_ref=textbox
+                name="body"
+                aria-label="Message"
+                rows="2"
+                required
+                maxlength="4000"
+                on:keydown=on_keydown
+                on:input=on_input
+            ></textarea>
+            <button type="submit">"Send"</button>
+        </form>
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod browser {
+    use leptos::{html::Ol, prelude::*};
+    use time::UtcOffset;
+    use uuid::Uuid;
+    use web_sys::VisibilityState;
+
+    pub fn visible() -> bool {
+        document().visibility_state() == VisibilityState::Visible
+    }
+
+    pub fn now_ms() -> f64 {
+        js_sys::Date::now()
+    }
+
+    /// A v4 UUID from the browser's CSPRNG (`crypto.getRandomValues`).
+    pub fn new_client_id() -> Uuid {
+        let mut bytes = [0u8; 16];
+        if let Ok(crypto) = window().crypto() {
+            let _ = crypto.get_random_values_with_u8_array(&mut bytes);
+        }
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+
+    pub fn local_offset() -> UtcOffset {
+        let minutes = -(js_sys::Date::new_0().get_timezone_offset() as i32);
+        UtcOffset::from_whole_seconds(minutes * 60).unwrap_or(UtcOffset::UTC)
+    }
+
+    pub fn scroll_to_bottom(list: NodeRef<Ol>) {
+        if let Some(list) = list.get_untracked() {
+            list.set_scroll_top(list.scroll_height());
+        }
+    }
+
+    /// Scrolls to the bottom if the view was near it.
+    pub fn follow_bottom(list: NodeRef<Ol>) {
+        if let Some(list) = list.get_untracked() {
+            let below = list.scroll_height() - list.scroll_top() - list.client_height();
+            if below < 400 {
+                list.set_scroll_top(list.scroll_height());
+            }
+        }
+    }
+
+    pub fn at_top(list: NodeRef<Ol>) -> bool {
+        list.get_untracked().is_some_and(|l| l.scroll_top() <= 4)
+    }
+
+    /// Call before prepending; the returned closure, called after, keeps
+    /// the same messages in view.
+    pub fn keep_scroll_position(list: NodeRef<Ol>) -> impl FnOnce() {
+        let before = list
+            .get_untracked()
+            .map(|l| (l.scroll_height(), l.scroll_top()));
+        move || {
+            request_animation_frame(move || {
+                if let (Some(list), Some((height, top))) = (list.get_untracked(), before) {
+                    list.set_scroll_top(top + list.scroll_height() - height);
+                }
+            });
+        }
+    }
+}
+
+/// On the server nothing here runs; these keep the shared code compiling.
+#[cfg(not(feature = "hydrate"))]
+mod browser {
+    use leptos::html::Ol;
+    use leptos::prelude::NodeRef;
+    use time::UtcOffset;
+    use uuid::Uuid;
+
+    pub fn visible() -> bool {
+        false
+    }
+    pub fn now_ms() -> f64 {
+        0.0
+    }
+    pub fn new_client_id() -> Uuid {
+        Uuid::nil()
+    }
+    pub fn local_offset() -> UtcOffset {
+        UtcOffset::UTC
+    }
+    pub fn scroll_to_bottom(_: NodeRef<Ol>) {}
+    pub fn follow_bottom(_: NodeRef<Ol>) {}
+    pub fn at_top(_: NodeRef<Ol>) -> bool {
+        false
+    }
+    pub fn keep_scroll_position(_: NodeRef<Ol>) -> impl FnOnce() {
+        || {}
+    }
+}

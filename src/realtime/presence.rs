@@ -1,0 +1,241 @@
+//! Presence: a user is online while they hold an open event stream on any
+//! live server instance (DESIGN §5).
+//!
+//! Each instance counts its open streams per user in the `presence` table
+//! and beats in `instances` every [`HEARTBEAT`]; an instance silent for
+//! [`STALE_AFTER`] is swept by the others, so a killed server does not keep
+//! its users online. When a user goes online or offline across all
+//! instances, their partners in ACTIVE DMs (and nobody else) get a
+//! `presence` event `{user_id, online}`. Changes of one user are serialised
+//! with a transaction-scoped advisory lock on the user id.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::server::commit_with_event;
+
+/// How often an instance says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// An instance not heard from for this long is considered gone.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// SQL: whether user `$1` has a stream on a live instance.
+const ONLINE: &str = "EXISTS (SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
+                              WHERE p.user_id = $1 AND i.seen_at > now() - interval '30 seconds')";
+
+/// The users who may see `user`'s presence: the other members of their
+/// ACTIVE DMs.
+async fn partners(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT o.user_id FROM dm_members me
+         JOIN dms d ON d.id = me.dm_id AND d.status = 'ACTIVE'
+         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> me.user_id
+         WHERE me.user_id = $1",
+    )
+    .bind(user)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+async fn lock_user(tx: &mut Transaction<'_, Postgres>, user: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))")
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query_scalar(&format!("SELECT {ONLINE}"))
+        .bind(user)
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// Ends a presence change: when `user`'s online state went from `before`
+/// to what it is now, tells their partners.
+async fn finish(
+    mut tx: Transaction<'_, Postgres>,
+    pool: &PgPool,
+    user: Uuid,
+    before: bool,
+) -> Result<(), sqlx::Error> {
+    let now: bool = sqlx::query_scalar(&format!("SELECT {ONLINE}"))
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+    if now == before {
+        return tx.commit().await;
+    }
+    let recipients = partners(&mut tx, user).await?;
+    let payload = serde_json::json!({ "user_id": user, "online": now });
+    commit_with_event(tx, pool, &recipients, Some(("presence", payload))).await
+}
+
+/// This instance's presence bookkeeping.
+#[derive(Debug)]
+pub struct Presence {
+    instance: Uuid,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self {
+            instance: Uuid::new_v4(),
+        }
+    }
+}
+
+impl Presence {
+    /// A stream of `user` opened here; the returned guard closes it when
+    /// dropped.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn open(
+        self: &Arc<Self>,
+        pool: &PgPool,
+        user: Uuid,
+    ) -> Result<StreamGuard, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        let before = lock_user(&mut tx, user).await?;
+        sqlx::query(
+            "INSERT INTO instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+        )
+        .bind(self.instance)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO presence (instance_id, user_id, streams) VALUES ($1, $2, 1)
+             ON CONFLICT (instance_id, user_id) DO UPDATE SET streams = presence.streams + 1",
+        )
+        .bind(self.instance)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        finish(tx, pool, user, before).await?;
+        Ok(StreamGuard {
+            presence: self.clone(),
+            pool: pool.clone(),
+            user,
+        })
+    }
+
+    async fn close(&self, pool: &PgPool, user: Uuid) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        let before = lock_user(&mut tx, user).await?;
+        sqlx::query(
+            "WITH gone AS (DELETE FROM presence
+                           WHERE instance_id = $1 AND user_id = $2 AND streams <= 1 RETURNING 1)
+             UPDATE presence SET streams = streams - 1
+             WHERE instance_id = $1 AND user_id = $2 AND streams > 1
+               AND NOT EXISTS (SELECT 1 FROM gone)",
+        )
+        .bind(self.instance)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        finish(tx, pool, user, before).await
+    }
+
+    /// Forever: beats every [`HEARTBEAT`] and sweeps instances silent for
+    /// [`STALE_AFTER`], telling the partners of users who went offline.
+    pub async fn heartbeat(self: Arc<Self>, pool: PgPool) {
+        let mut ticks = tokio::time::interval(HEARTBEAT);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = self.beat(&pool).await {
+                tracing::warn!(%error, "presence heartbeat failed");
+            }
+        }
+    }
+
+    async fn beat(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE instances SET seen_at = now() WHERE id = $1")
+            .bind(self.instance)
+            .execute(pool)
+            .await?;
+        let stale: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM instances WHERE seen_at < now() - $1 * interval '1 second'",
+        )
+        .bind(STALE_AFTER.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+        for instance in stale {
+            self.sweep(pool, instance).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes `instance` and its streams (this one's on shutdown, another's
+    /// when it went silent), telling partners of users now offline.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn sweep(&self, pool: &PgPool, instance: Uuid) -> Result<(), sqlx::Error> {
+        let users: Vec<Uuid> = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM presence WHERE instance_id = $1 RETURNING user_id)
+             SELECT user_id FROM gone",
+        )
+        .bind(instance)
+        .fetch_all(pool)
+        .await?;
+        sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(instance)
+            .execute(pool)
+            .await?;
+        for user in users {
+            let mut tx = pool.begin().await?;
+            lock_user(&mut tx, user).await?;
+            // Those streams counted until a moment ago.
+            finish(tx, pool, user, true).await?;
+        }
+        Ok(())
+    }
+
+    /// On shutdown: this instance's streams end.
+    pub async fn leave(&self, pool: &PgPool) {
+        if let Err(error) = self.sweep(pool, self.instance).await {
+            tracing::warn!(%error, "could not clear presence on shutdown");
+        }
+    }
+}
+
+/// One open stream; closing it (drop) may take its user offline.
+#[derive(Debug)]
+pub struct StreamGuard {
+    presence: Arc<Presence>,
+    pool: PgPool,
+    user: Uuid,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let (presence, pool, user) = (self.presence.clone(), self.pool.clone(), self.user);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = presence.close(&pool, user).await {
+                    tracing::warn!(%error, "could not record a closed stream");
+                }
+            });
+        }
+    }
+}
+
+/// Whether `user` is online, as `other` may see it: only when they share
+/// an ACTIVE DM.
+///
+/// # Errors
+/// The database error.
+pub async fn online_for(pool: &PgPool, other: Uuid, user: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT {ONLINE} AND EXISTS (
+             SELECT 1 FROM dms d WHERE d.status = 'ACTIVE'
+               AND d.user_a_id = LEAST($1, $2) AND d.user_b_id = GREATEST($1, $2))"
+    ))
+    .bind(user)
+    .bind(other)
+    .fetch_one(pool)
+    .await
+}
