@@ -1,9 +1,6 @@
 import { expect, test } from "@playwright/test";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHmac, generateKeyPairSync, randomBytes, sign } from "node:crypto";
-import { chmodSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { OwnServer } from "../support";
 
 /**
  * Knock in Clerk mode, with a key pair standing in for a Clerk instance's:
@@ -12,7 +9,7 @@ import path from "node:path";
  * webhook signed as Svix does.
  */
 const port = 3011;
-const origin = `http://127.0.0.1:${port}`;
+const origin = `http://127.0.0.1:${port}`; // OwnServer.origin, needed before it
 const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
 const publicPem = publicKey.export({ type: "spki", format: "pem" }).toString();
 const webhookSecret = `whsec_${randomBytes(24).toString("base64")}`;
@@ -57,47 +54,16 @@ async function deliver(type: string, data: object): Promise<Response> {
   });
 }
 
-let server: ChildProcess | undefined;
+const server = new OwnServer(port, {
+  CLERK_PUBLISHABLE_KEY: publishableKey,
+  CLERK_JWT_KEY: publicPem,
+  CLERK_AUTHORIZED_PARTIES: origin,
+  CLERK_WEBHOOK_SIGNING_SECRET: webhookSecret,
+});
 
 test.describe.configure({ mode: "serial" });
-
-test.beforeAll(async () => {
-  const root = path.resolve(__dirname, "../..");
-  const dataDir = mkdtempSync(path.join(tmpdir(), "knock-clerk-"));
-  chmodSync(dataDir, 0o755);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-    KNOCK_DATA_DIR: path.join(dataDir, "data"),
-    CLERK_PUBLISHABLE_KEY: publishableKey,
-    CLERK_JWT_KEY: publicPem,
-    CLERK_AUTHORIZED_PARTIES: origin,
-    CLERK_WEBHOOK_SIGNING_SECRET: webhookSecret,
-  };
-  delete env.DATABASE_URL;
-  server = spawn(process.env.KNOCK_BIN ?? path.join(root, "target/debug/knock"), [], {
-    cwd: root,
-    env,
-    stdio: "inherit",
-  });
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(`${origin}/healthz`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  throw new Error("the Clerk-mode server did not start");
-});
-
-test.afterAll(async () => {
-  if (!server || server.exitCode !== null) return;
-  const exited = new Promise((resolve) => server?.once("exit", resolve));
-  server.kill("SIGTERM");
-  await exited;
-});
+test.beforeAll(() => server.start());
+test.afterAll(() => server.stop());
 
 test("a Clerk session token renders the signed-in page with the webhook's profile", async ({ page, context }) => {
   const clerkId = `user_${randomBytes(6).toString("hex")}`;

@@ -1,43 +1,15 @@
-import { type Browser, type BrowserContext, expect, type Page, test } from "@playwright/test";
+import { expect, test } from "@playwright/test";
+import { openChat, person } from "../support";
 
 /**
  * The DM handshake between two people, each in a browser context of their
- * own. Until real-time delivery exists the other side reloads to see a
- * change.
+ * own, with and without JavaScript.
  */
-
-function freshName(prefix: string): string {
-  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
-
-interface Person {
-  context: BrowserContext;
-  page: Page;
-  username: string;
-}
-
-async function person(browser: Browser, prefix: string, javaScriptEnabled: boolean): Promise<Person> {
-  const context = await browser.newContext({ javaScriptEnabled });
-  const page = await context.newPage();
-  const username = freshName(prefix);
-  await page.goto("/sign-in");
-  await page.getByLabel("Username").fill(username);
-  await page.getByRole("button", { name: "Continue" }).click();
-  await expect(page.getByLabel("Signed in as")).toHaveText(username);
-  return { context, page, username };
-}
-
-/** Opens the chat page with `other`, found through the people search. */
-async function openChat(me: Person, other: Person): Promise<void> {
-  await me.page.goto(`/?q=${other.username}`);
-  await me.page.getByRole("list", { name: "People" }).getByRole("link", { name: new RegExp(other.username) }).click();
-  await expect(me.page.getByRole("heading", { level: 1 })).toHaveText(other.username);
-}
 
 for (const javaScriptEnabled of [true, false]) {
   test(`invite and accept (${javaScriptEnabled ? "hydrated" : "without JavaScript"})`, async ({ browser }) => {
-    const ada = await person(browser, "ada", javaScriptEnabled);
-    const bob = await person(browser, "bob", javaScriptEnabled);
+    const ada = await person(browser, "ada", { javaScriptEnabled });
+    const bob = await person(browser, "bob", { javaScriptEnabled });
 
     await openChat(ada, bob);
     await ada.page.getByRole("button", { name: "Start chat" }).click();
@@ -67,8 +39,8 @@ for (const javaScriptEnabled of [true, false]) {
 }
 
 test("decline, then a re-invite by the decliner swaps the roles", async ({ browser }) => {
-  const ada = await person(browser, "ada", true);
-  const bob = await person(browser, "bob", true);
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
 
   await openChat(ada, bob);
   await ada.page.getByRole("button", { name: "Start chat" }).click();
@@ -94,8 +66,8 @@ test("decline, then a re-invite by the decliner swaps the roles", async ({ brows
 });
 
 test("an accept and a message show up in the other browser without a reload", async ({ browser }) => {
-  const ada = await person(browser, "ada", true);
-  const bob = await person(browser, "bob", true);
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
 
   await openChat(ada, bob);
   await ada.page.getByRole("button", { name: "Start chat" }).click();

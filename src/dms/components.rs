@@ -11,7 +11,7 @@ use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
     components::{avatar::Avatar, notify::NotificationsButton},
-    messages::components::Conversation,
+    messages::components::{Conversation, ThreadState},
     realtime::Live,
     users::get_user,
 };
@@ -55,17 +55,7 @@ pub fn Sidebar() -> impl IntoView {
             }
         },
     );
-    // The tab title counts unread messages: "(3) Knock".
-    let unread_total = move || {
-        dms.get()
-            .and_then(Result::ok)
-            .map_or(0, |d| d.iter().map(|d| d.unread_count).sum::<i64>())
-    };
     view! {
-        <Title formatter=move |text: String| match unread_total() {
-            0 => text,
-            n => format!("({n}) {text}"),
-        } />
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let Ok(SessionInfo { user: Some(me), .. }) = info.await else {
@@ -86,7 +76,13 @@ pub fn Sidebar() -> impl IntoView {
                     .iter()
                     .filter(|d| MyView::of(Some(&d.dm), me.id) == MyView::Invited)
                     .count();
+                // The tab title counts unread messages: "(3) Knock".
+                let unread_total: i64 = dms.iter().map(|d| d.unread_count).sum();
                 view! {
+                    <Title formatter=move |text: String| match unread_total {
+                        0 => text,
+                        n => format!("({n}) {text}"),
+                    } />
                     <NotificationsButton />
                     <section aria-labelledby="conversations-title">
                         <h2 id="conversations-title">
@@ -115,13 +111,11 @@ pub fn Sidebar() -> impl IntoView {
                                                 .clone()
                                                 .unwrap_or_else(|| label.to_owned());
                                             let unread = d.unread_count;
-                                            let id = d.other_user.id;
-                                            let online = (d.dm.status == DmStatus::Active)
-                                                .then(|| Signal::derive(move || live.is_online(id, false)));
+                                            let presence = d.dm.status == DmStatus::Active;
                                             view! {
                                                 <li>
                                                     <a href=format!("/chat/{}", d.other_user.id)>
-                                                        <Avatar user=d.other_user.clone() online=online />
+                                                        <Avatar user=d.other_user.clone() presence />
                                                         <span class="name">{d.other_user.display_name()}</span>
                                                         <span class="preview">{preview}</span>
                                                         <span class="state">
@@ -219,8 +213,8 @@ pub fn ChatPage() -> impl IntoView {
             None => Err(crate::error::AppError::NotFound),
         }
     });
-    let live_state = expect_context::<Live>();
-    let live = live_state.dms;
+    let live = expect_context::<Live>().dms;
+    let thread = ThreadState::new();
     let dm = Resource::new(
         move || (other_id(), action.version().get(), live.get()),
         move |(id, _, _)| async move {
@@ -266,10 +260,8 @@ pub fn ChatPage() -> impl IntoView {
                 let my_view = MyView::of(dm.as_ref(), me.id);
                 // Presence only across an ACTIVE DM.
                 let avatar = {
-                    let id = other.id;
-                    let online = (my_view == MyView::Active)
-                        .then(|| Signal::derive(move || live_state.is_online(id, false)));
-                    view! { <Avatar user=other.clone() online=online /> }
+                    let presence = my_view == MyView::Active;
+                    view! { <Avatar user=other.clone() presence /> }
                 };
                 let dm_id = dm.as_ref().map(|d| d.id.to_string()).unwrap_or_default();
                 let form = move |act: &'static str, label: &'static str| {
@@ -307,7 +299,8 @@ pub fn ChatPage() -> impl IntoView {
                     }
                     MyView::Active => {
                         let dm_id = dm.as_ref().map(|d| d.id).unwrap_or_default();
-                        view! { <Conversation dm_id other=other.clone() me=me.id /> }.into_any()
+                        view! { <Conversation dm_id other=other.clone() me=me.id state=thread /> }
+                            .into_any()
                     }
                     MyView::InviteDeclined => {
                         view! {

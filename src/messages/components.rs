@@ -141,9 +141,71 @@ fn rows(
     rows
 }
 
-/// An ACTIVE DM with `other`: the thread and the composer.
+/// The client state of the open conversation. The chat page creates it
+/// once, outside its `Transition`, so that what the user sees (pending
+/// sends, loaded history, an edit in progress) outlives a re-render of the
+/// page when the DM's state is refetched.
+#[derive(Clone, Copy)]
+pub struct ThreadState {
+    dm_id: RwSignal<Option<Uuid>>,
+    messages: RwSignal<Vec<Message>>,
+    pending: RwSignal<Vec<Pending>>,
+    other_read: RwSignal<i64>,
+    typing_shown: RwSignal<u32>,
+    has_older: RwSignal<bool>,
+    editing: RwSignal<Option<Uuid>>,
+    draft: RwSignal<String>,
+    composer: RwSignal<String>,
+    last_marked: RwSignal<i64>,
+}
+
+impl ThreadState {
+    /// An empty state; [`Conversation`] fills it.
+    pub fn new() -> Self {
+        Self {
+            dm_id: RwSignal::new(None),
+            messages: RwSignal::new(Vec::new()),
+            pending: RwSignal::new(Vec::new()),
+            other_read: RwSignal::new(0),
+            typing_shown: RwSignal::new(0),
+            has_older: RwSignal::new(false),
+            editing: RwSignal::new(None),
+            draft: RwSignal::new(String::new()),
+            composer: RwSignal::new(String::new()),
+            last_marked: RwSignal::new(0),
+        }
+    }
+
+    /// Takes the server's newest page of DM `dm_id`: a fresh start for
+    /// another DM, else merged into what is there.
+    fn load(&self, dm_id: Uuid, messages: Vec<Message>, other_read: i64) {
+        if self.dm_id.get_untracked() != Some(dm_id) {
+            self.dm_id.set(Some(dm_id));
+            self.has_older
+                .set(messages.first().is_some_and(|m| m.seq > 1));
+            self.messages.set(messages);
+            self.pending.set(Vec::new());
+            self.other_read.set(other_read);
+            self.typing_shown.set(0);
+            self.editing.set(None);
+            self.composer.set(String::new());
+            self.last_marked.set(0);
+        } else {
+            merge(self.messages, self.pending, messages);
+            self.other_read.update(|r| *r = (*r).max(other_read));
+        }
+    }
+}
+
+impl Default for ThreadState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An ACTIVE DM with `other`: the thread and the composer, kept in `state`.
 #[component]
-pub fn Conversation(dm_id: Uuid, other: User, me: Uuid) -> impl IntoView {
+pub fn Conversation(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoView {
     let first = Resource::new(
         || (),
         move |_| async move {
@@ -159,8 +221,8 @@ pub fn Conversation(dm_id: Uuid, other: User, me: Uuid) -> impl IntoView {
                 Suspend::new(async move {
                 match first.await {
                     Ok((messages, other_read)) => {
-                        view! { <Thread dm_id other=other.clone() me messages other_read /> }
-                            .into_any()
+                        state.load(dm_id, messages, other_read);
+                        view! { <Thread dm_id other=other.clone() me state /> }.into_any()
                     }
                     Err(e) => view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any(),
                 }
@@ -170,35 +232,37 @@ pub fn Conversation(dm_id: Uuid, other: User, me: Uuid) -> impl IntoView {
 }
 
 #[component]
-fn Thread(
-    dm_id: Uuid,
-    other: User,
-    me: Uuid,
-    messages: Vec<Message>,
-    other_read: i64,
-) -> impl IntoView {
+fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoView {
     let live = expect_context::<Live>();
-    let has_older = RwSignal::new(messages.first().is_some_and(|m| m.seq > 1));
-    let messages = RwSignal::new(messages);
-    let pending = RwSignal::new(Vec::<Pending>::new());
-    let other_read = RwSignal::new(other_read);
-    let typing_shown = RwSignal::new(0u32);
-    let editing = RwSignal::new(None::<Uuid>);
-    let draft = RwSignal::new(String::new());
+    let ThreadState {
+        messages,
+        pending,
+        other_read,
+        typing_shown,
+        has_older,
+        editing,
+        draft,
+        composer,
+        last_marked,
+        ..
+    } = state;
     let offset = RwSignal::new(UtcOffset::UTC);
-    let last_marked = StoredValue::new(0i64);
     let last_typing = StoredValue::new(0f64);
     let list_ref = NodeRef::<leptos::html::Ol>::new();
     let textbox = NodeRef::<leptos::html::Textarea>::new();
     let form_ref = NodeRef::<leptos::html::Form>::new();
     let other_name = other.display_name();
 
-    let newest = move || messages.with_untracked(|m| m.last().map_or(0, |m| m.seq));
+    let newest = move || {
+        messages
+            .try_with_untracked(|m| m.last().map_or(0, |m| m.seq))
+            .unwrap_or(0)
+    };
     // What is on screen in a visible tab is read.
     let mark_read = move || {
         let seq = newest();
-        if seq > last_marked.get_value() && browser::visible() {
-            last_marked.set_value(seq);
+        if seq > last_marked.get_untracked() && browser::visible() {
+            last_marked.set(seq);
             leptos::task::spawn_local(async move {
                 let _ = read_messages(dm_id, seq).await;
             });
@@ -266,6 +330,14 @@ fn Thread(
     });
     // After hydration: local times, read what is shown, start at the bottom.
     Effect::new(move |_| {
+        // A draft survives the page re-rendering this thread.
+        let draft = composer.get_untracked();
+        if let Some(textbox) = textbox.get_untracked()
+            && !draft.is_empty()
+            && textbox.value().is_empty()
+        {
+            textbox.set_value(&draft);
+        }
         offset.set(browser::local_offset());
         mark_read();
         browser::scroll_to_bottom(list_ref);
@@ -305,6 +377,8 @@ fn Thread(
     };
     let on_submit = move |ev: ev::SubmitEvent| {
         ev.prevent_default();
+        // The text box is the truth: it may hold text typed before the page
+        // hydrated, which no input event reported.
         let Some(textbox) = textbox.get() else {
             return;
         };
@@ -313,6 +387,7 @@ fn Thread(
             return;
         }
         textbox.set_value("");
+        composer.set(String::new());
         send(body, browser::new_client_id());
     };
     let on_keydown = move |ev: ev::KeyboardEvent| {
@@ -323,7 +398,8 @@ fn Thread(
             }
         }
     };
-    let on_input = move |_| {
+    let on_input = move |ev: ev::Event| {
+        composer.set(event_target_value(&ev));
         let now = browser::now_ms();
         if now - last_typing.get_value() >= TYPING_EVERY_MS {
             last_typing.set_value(now);

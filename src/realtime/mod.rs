@@ -178,13 +178,13 @@ mod browser {
         signal.update(|v| *v = v.wrapping_add(1));
     }
 
-    fn handle(live: Live, kind: &str, data: &str) {
+    fn handle(live: Live, me: Option<uuid::Uuid>, kind: &str, data: &str) {
         match kind {
             "dm" => bump(live.dms),
             "message" => {
                 bump(live.messages);
                 if let Ok(event) = serde_json::from_str(data) {
-                    crate::components::notify::message_arrived(&event, live.me.get_untracked());
+                    crate::components::notify::message_arrived(&event, me);
                     live.dispatch(&LiveEvent::Message(event));
                 }
             }
@@ -206,57 +206,104 @@ mod browser {
                     });
                 }
             }
-            "resync" => resync(live),
+            "resync" => resync(live, true),
             _ => {}
         }
     }
 
-    fn resync(live: Live) {
-        bump(live.dms);
+    /// Refetches what the page shows. `handshakes` too when the stream was
+    /// down (the chat page re-renders for them); on the first open, the
+    /// messages and lists are enough.
+    fn resync(live: Live, handshakes: bool) {
+        if handshakes {
+            bump(live.dms);
+        }
         bump(live.messages);
         live.dispatch(&LiveEvent::Resync);
     }
 
+    /// Opens `/api/events`, resuming after `last_id` when there is one (a
+    /// new `EventSource` cannot send `Last-Event-ID`, so it goes in the
+    /// query).
+    fn open(
+        live: Live,
+        me: uuid::Uuid,
+        last_id: StoredValue<Option<String>, LocalStorage>,
+        was_down: StoredValue<bool, LocalStorage>,
+    ) -> Option<Stream> {
+        let url = match last_id.get_value() {
+            Some(id) => format!(
+                "/api/events?last_event_id={}",
+                js_sys::encode_uri_component(&id)
+            ),
+            None => "/api/events".to_owned(),
+        };
+        let source = EventSource::new(&url).ok()?;
+        let mut handlers = Vec::new();
+        for kind in ["message", "dm", "read", "typing", "presence", "resync"] {
+            let handler = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+                let Some(event) = event.dyn_ref::<MessageEvent>() else {
+                    return;
+                };
+                let id = event.last_event_id();
+                if !id.is_empty() {
+                    last_id.set_value(Some(id));
+                }
+                let data = event.data().as_string().unwrap_or_default();
+                handle(live, Some(me), kind, &data);
+            });
+            let _ = source.add_event_listener_with_callback(kind, handler.as_ref().unchecked_ref());
+            handlers.push(handler);
+        }
+        let opened = Closure::<dyn FnMut(Event)>::new(move |_| {
+            live.reconnecting.set(false);
+            // Whatever happened while away (or since the page was made).
+            resync(live, was_down.get_value());
+            was_down.set_value(false);
+        });
+        source.set_onopen(Some(opened.as_ref().unchecked_ref()));
+        handlers.push(opened);
+        let error = Closure::<dyn FnMut(Event)>::new(move |_| {
+            was_down.set_value(true);
+            live.reconnecting.set(true);
+        });
+        source.set_onerror(Some(error.as_ref().unchecked_ref()));
+        handlers.push(error);
+        Some(Stream {
+            source,
+            _handlers: handlers,
+        })
+    }
+
     pub fn connect(live: Live) {
-        // Talks to the outside world: opens or closes the stream as the
-        // session changes. The browser reconnects by itself (sending
-        // `Last-Event-ID`), and the server replays what was missed.
         let stream = StoredValue::new_local(None::<Stream>);
+        let last_id = StoredValue::new_local(None::<String>);
+        let was_down = StoredValue::new_local(false);
+        // Talks to the outside world: opens or closes the stream as the
+        // session changes. After a server restart or a dropped connection
+        // the browser reconnects by itself, sending `Last-Event-ID`, and the
+        // server replays what was missed.
         Effect::new(move |_| {
             stream.set_value(None);
-            if live.me.with(Option::is_none) {
-                return;
+            if let Some(me) = live.me.get() {
+                stream.set_value(open(live, me, last_id, was_down));
             }
-            let Ok(source) = EventSource::new("/api/events") else {
-                return;
-            };
-            let mut handlers = Vec::new();
-            for kind in ["message", "dm", "read", "typing", "presence", "resync"] {
-                let handler = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
-                    let data = event
-                        .dyn_ref::<MessageEvent>()
-                        .and_then(|m| m.data().as_string())
-                        .unwrap_or_default();
-                    handle(live, kind, &data);
-                });
-                let _ =
-                    source.add_event_listener_with_callback(kind, handler.as_ref().unchecked_ref());
-                handlers.push(handler);
+        });
+        // When the device goes offline the old connection may linger
+        // unnoticed: close it at once, and open a new one on coming back.
+        let offline = window_event_listener(leptos::ev::offline, move |_| {
+            stream.set_value(None);
+            was_down.set_value(true);
+            live.reconnecting.set(true);
+        });
+        let online = window_event_listener(leptos::ev::online, move |_| {
+            if let Some(me) = live.me.get_untracked() {
+                stream.set_value(open(live, me, last_id, was_down));
             }
-            let open = Closure::<dyn FnMut(Event)>::new(move |_| {
-                live.reconnecting.set(false);
-                // Whatever happened while away: refetch.
-                resync(live);
-            });
-            source.set_onopen(Some(open.as_ref().unchecked_ref()));
-            handlers.push(open);
-            let error = Closure::<dyn FnMut(Event)>::new(move |_| live.reconnecting.set(true));
-            source.set_onerror(Some(error.as_ref().unchecked_ref()));
-            handlers.push(error);
-            stream.set_value(Some(Stream {
-                source,
-                _handlers: handlers,
-            }));
+        });
+        on_cleanup(move || {
+            offline.remove();
+            online.remove();
         });
     }
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use axum::{
-    extract::State,
+    extract::{Query, State},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
@@ -114,6 +114,7 @@ pub struct Hub {
     /// Open streams of this instance (see [`Presence`]).
     pub presence: Arc<Presence>,
     typing: DefaultKeyedRateLimiter<(Uuid, Uuid)>,
+    closing: watch::Sender<bool>,
 }
 
 impl Default for Hub {
@@ -121,6 +122,7 @@ impl Default for Hub {
         Self {
             users: Mutex::default(),
             presence: Arc::default(),
+            closing: watch::channel(false).0,
             typing: RateLimiter::keyed(
                 Quota::with_period(TYPING_THROTTLE).expect("a non-zero period"),
             ),
@@ -129,6 +131,12 @@ impl Default for Hub {
 }
 
 impl Hub {
+    /// Ends every open stream of this process (on shutdown), so that
+    /// browsers reconnect, with `Last-Event-ID`, to an instance that stays.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
     /// A receiver that changes whenever `user` is woken.
     pub fn subscribe(&self, user: Uuid) -> watch::Receiver<u64> {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
@@ -301,10 +309,19 @@ async fn needs_resync(pool: &PgPool, user: Uuid, cursor: &Cursor) -> Result<bool
     .await
 }
 
+/// The query of `GET /api/events`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EventsQuery {
+    /// Where to resume when the `Last-Event-ID` header is absent (a new
+    /// `EventSource` cannot set headers).
+    pub last_event_id: Option<String>,
+}
+
 /// What a stream carries between polls.
 struct StreamState {
     cursor: Cursor,
     wake: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
     buffer: VecDeque<Delivered>,
     _presence: Option<StreamGuard>,
 }
@@ -317,7 +334,8 @@ struct StreamState {
 /// `message` `{dm_id, message_id, seq}`, `dm` `{dm_id}`, `read` `{dm_id,
 /// user_id, seq}`, `typing` `{dm_id, user_id}`, `presence` `{user_id,
 /// online}`, `resync` `{}`. A reconnect sending `Last-Event-ID` gets
-/// everything after it first, or one `resync` (refetch what you show) when
+/// everything after it first (`?last_event_id=` does the same for a client
+/// that cannot set the header), or one `resync` (refetch what you show) when
 /// it is too far behind ([`MAX_REPLAY`]) or the log was pruned past it.
 /// Comments every 15 s keep proxies from closing the stream. The stream
 /// pulls from the log as the client reads, so a slow client holds no buffer
@@ -330,10 +348,12 @@ pub async fn events(
     State(state): State<AppState>,
     CurrentUser(me): CurrentUser,
     headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
+        .or(query.last_event_id.as_deref())
         .and_then(Cursor::parse);
     let (cursor, buffer) = match resume {
         Some(cursor) if !needs_resync(&state.pool, me.id, &cursor).await? => {
@@ -355,6 +375,7 @@ pub async fn events(
     let start = StreamState {
         cursor,
         wake,
+        closing: state.hub.closing.subscribe(),
         buffer,
         _presence: Some(presence),
     };
@@ -373,7 +394,10 @@ pub async fn events(
                 match events_after(&pool, me.id, &st.cursor).await {
                     Ok(page) if !page.is_empty() => st.buffer.extend(page),
                     Ok(_) => {
-                        let _ = tokio::time::timeout(POLL, st.wake.changed()).await;
+                        tokio::select! {
+                            _ = tokio::time::timeout(POLL, st.wake.changed()) => {}
+                            _ = st.closing.wait_for(|closing| *closing) => return None,
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "event stream: database error");

@@ -168,9 +168,12 @@ impl Application {
         let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
         let signal = {
             let stopping = stopping.clone();
+            let hub = hub.clone();
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining open requests");
+                // Event streams never finish by themselves.
+                hub.close_streams();
                 stopping.notify_one();
             }
         };

@@ -1,0 +1,30 @@
+import { chromium } from "@playwright/test";
+const base = "http://127.0.0.1:3020";
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox","--disable-gpu","--disable-background-networking","--disable-component-update","--disable-sync","--no-first-run","--disable-quic"] });
+async function person(name) {
+  const context = await browser.newContext({ baseURL: base });
+  const page = await context.newPage();
+  page.on("console", (m) => console.log(name, "console:", m.type(), m.text()));
+  page.on("pageerror", (e) => console.log(name, "pageerror:", e.message));
+  await page.goto("/sign-in");
+  await page.getByLabel("Username").fill(name);
+  await page.getByRole("button", { name: "Continue" }).click();
+  await page.getByLabel("Signed in as").waitFor();
+  return { context, page, name };
+}
+const n = Date.now().toString(36);
+const ada = await person("ada" + n), bob = await person("bob" + n);
+await ada.page.goto(`/?q=${bob.name}`);
+await ada.page.getByRole("list", { name: "People" }).getByRole("link", { name: new RegExp(bob.name) }).click();
+await ada.page.getByRole("button", { name: "Start chat" }).click();
+await bob.page.goto(`/?q=${ada.name}`);
+await bob.page.getByRole("list", { name: "People" }).getByRole("link", { name: new RegExp(ada.name) }).click();
+await bob.page.getByRole("button", { name: "Accept" }).click();
+await ada.page.getByRole("textbox", { name: "Message" }).waitFor();
+await ada.page.reload();
+const box = ada.page.getByRole("textbox", { name: "Message" });
+await box.fill("Hello Bob");
+await ada.page.getByRole("button", { name: "Send" }).click();
+await new Promise(r => setTimeout(r, 3000));
+await ada.page.screenshot({ path: "/tmp/man/ada.png" });
+await browser.close();

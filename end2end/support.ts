@@ -1,0 +1,118 @@
+import { type Browser, type BrowserContext, expect, type Page } from "@playwright/test";
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmodSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+/** Helpers shared by the browser tests: people, chats, and own servers. */
+
+export function freshName(prefix: string): string {
+  return `${prefix}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+export interface Person {
+  context: BrowserContext;
+  page: Page;
+  username: string;
+}
+
+/** A new user, signed in (dev mode) in a browser context of their own. */
+export async function person(
+  browser: Browser,
+  prefix: string,
+  { javaScriptEnabled = true, baseURL }: { javaScriptEnabled?: boolean; baseURL?: string } = {},
+): Promise<Person> {
+  const context = await browser.newContext({ javaScriptEnabled, ...(baseURL ? { baseURL } : {}) });
+  const page = await context.newPage();
+  const username = freshName(prefix);
+  await page.goto("/sign-in");
+  await page.getByLabel("Username").fill(username);
+  await page.getByRole("button", { name: "Continue" }).click();
+  await expect(page.getByLabel("Signed in as")).toHaveText(username);
+  return { context, page, username };
+}
+
+/** Opens the chat page with `other`, found through the people search. */
+export async function openChat(me: Person, other: Person): Promise<void> {
+  await me.page.goto(`/?q=${other.username}`);
+  await me.page.getByRole("list", { name: "People" }).getByRole("link", { name: new RegExp(other.username) }).click();
+  await expect(me.page.getByRole("heading", { level: 1 })).toHaveText(other.username);
+}
+
+/** `a` invites `b`, `b` accepts: both end on their chat page with the composer. */
+export async function activeDm(a: Person, b: Person): Promise<void> {
+  await openChat(a, b);
+  await a.page.getByRole("button", { name: "Start chat" }).click();
+  await expect(a.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
+  await openChat(b, a);
+  await b.page.getByRole("button", { name: "Accept" }).click();
+  for (const who of [a, b]) {
+    await expect(who.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+  }
+}
+
+/** Sends `text` from the composer with the Enter key. */
+export async function sendMessage(who: Person, text: string): Promise<void> {
+  const box = who.page.getByRole("textbox", { name: "Message" });
+  await box.fill(text);
+  await box.press("Enter");
+  await expect(box).toHaveValue("");
+}
+
+/** The texts of the message bubbles in `who`'s open conversation, in order. */
+export async function messageTexts(who: Person): Promise<string[]> {
+  return who.page.getByRole("list", { name: "Messages" }).getByRole("paragraph").allInnerTexts();
+}
+
+/** A Knock server of a test's own (the binary cargo-leptos built). */
+export class OwnServer {
+  process?: ChildProcess;
+  readonly origin: string;
+  readonly dataDir: string;
+
+  constructor(
+    readonly port: number,
+    readonly env: NodeJS.ProcessEnv = {},
+  ) {
+    this.origin = `http://127.0.0.1:${port}`;
+    const dir = mkdtempSync(path.join(tmpdir(), "knock-e2e-"));
+    chmodSync(dir, 0o755);
+    this.dataDir = path.join(dir, "data");
+  }
+
+  /** Starts it and waits until `/healthz` answers. */
+  async start(): Promise<void> {
+    const root = path.resolve(__dirname, "..");
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      LEPTOS_SITE_ADDR: `127.0.0.1:${this.port}`,
+      KNOCK_DATA_DIR: this.dataDir,
+      ...this.env,
+    };
+    delete env.DATABASE_URL;
+    this.process = spawn(process.env.KNOCK_BIN ?? path.join(root, "target/debug/knock"), [], {
+      cwd: root,
+      env,
+      stdio: "inherit",
+    });
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      try {
+        if ((await fetch(`${this.origin}/healthz`)).ok) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    throw new Error(`the server on port ${this.port} did not start`);
+  }
+
+  /** Stops it with SIGTERM (a graceful shutdown) and waits for the exit. */
+  async stop(): Promise<void> {
+    const server = this.process;
+    if (!server || server.exitCode !== null) return;
+    const exited = new Promise((resolve) => server.once("exit", resolve));
+    server.kill("SIGTERM");
+    await exited;
+  }
+}

@@ -1,0 +1,145 @@
+import { expect, test } from "@playwright/test";
+import { activeDm, messageTexts, OwnServer, openChat, person, sendMessage } from "../support";
+
+/**
+ * Two people in an ACTIVE DM, each in a browser context of their own:
+ * what one does shows up in the other browser without a reload.
+ */
+
+test("unread counts in the sidebar and the title, Seen, typing and presence", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  const main = ada.page.getByRole("main");
+  await expect(main.getByText("online", { exact: true })).toBeVisible();
+
+  // Bob is elsewhere: the sidebar and the tab title count what he missed.
+  await bob.page.goto("/");
+  await expect(bob.page).toHaveTitle("Knock");
+  await sendMessage(ada, "First");
+  await sendMessage(ada, "Second");
+  await expect(bob.page.getByLabel("2 unread")).toBeVisible();
+  await expect(bob.page).toHaveTitle("(2) Knock");
+  await expect(ada.page.getByText("Seen", { exact: true })).toHaveCount(0);
+
+  // Reading clears both, and Ada sees **Seen** under her last message.
+  await openChat(bob, ada);
+  expect(await messageTexts(bob)).toEqual(["First", "Second"]);
+  await expect(bob.page).toHaveTitle("Knock");
+  await expect(bob.page.getByLabel(/unread/)).toHaveCount(0);
+  const seen = ada.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "Second" }).getByText("Seen", { exact: true });
+  await expect(seen).toBeVisible();
+
+  // Shift+Enter makes a new line; Enter sends.
+  const box = bob.page.getByRole("textbox", { name: "Message" });
+  await box.pressSequentially("line one");
+  await expect(main.getByText(/is typing/)).toBeVisible();
+  await box.press("Shift+Enter");
+  await box.pressSequentially("line two");
+  await expect(box).toHaveValue("line one\nline two");
+  await box.press("Enter");
+  await expect(box).toHaveValue("");
+  await expect.poll(() => messageTexts(ada)).toEqual(["First", "Second", "line one\nline two"]);
+  // The hint goes when the message arrives, and does not come back by itself.
+  await expect(main.getByText(/is typing/)).toHaveCount(0);
+
+  // Typing shows, then expires when Bob stops.
+  // (Typing notices are throttled: Bob keeps typing until one goes out.)
+  await expect(async () => {
+    await box.pressSequentially("h");
+    await expect(main.getByText(`${bob.username} is typing…`)).toBeVisible({ timeout: 1_000 });
+  }).toPass({ timeout: 10_000 });
+  await expect(main.getByText(/is typing/)).toHaveCount(0, { timeout: 12_000 });
+
+  await ada.context.close();
+  await bob.context.close();
+});
+
+test("a sender edits and deletes a message, and the other side sees it", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  await sendMessage(ada, "Helo Bob");
+  await expect.poll(() => messageTexts(bob)).toEqual(["Helo Bob"]);
+
+  const mine = ada.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "Helo Bob" });
+  await mine.hover();
+  await mine.getByRole("button", { name: "Edit" }).click();
+  const editBox = ada.page.getByRole("textbox", { name: "Edit message" });
+  await editBox.fill("Hello Bob");
+  await ada.page.getByRole("button", { name: "Save" }).click();
+  await expect.poll(() => messageTexts(bob)).toEqual(["Hello Bob"]);
+  await expect(bob.page.getByRole("main").getByText("edited", { exact: true })).toBeVisible();
+
+  const edited = ada.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "Hello Bob" });
+  await edited.hover();
+  await edited.getByRole("button", { name: "Delete" }).click();
+  await expect.poll(() => messageTexts(bob)).toEqual(["Message deleted"]);
+  // Bob cannot edit Ada's message: he has no such buttons.
+  await expect(bob.page.getByRole("button", { name: "Edit" })).toHaveCount(0);
+
+  await ada.context.close();
+  await bob.context.close();
+});
+
+test("offline and back: what was sent meanwhile arrives once, in order, and a failed send is retried", async ({
+  browser,
+}) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  await sendMessage(ada, "before");
+  await expect.poll(() => messageTexts(bob)).toEqual(["before"]);
+
+  await bob.context.setOffline(true);
+  await expect(bob.page.getByRole("status").filter({ hasText: "Reconnecting…" })).toBeVisible();
+  for (const text of ["one", "two", "three"]) {
+    await sendMessage(ada, text);
+  }
+  // Bob writes while offline: it cannot go, and says so.
+  await sendMessage(bob, "sent offline");
+  await expect(bob.page.getByText("Not sent")).toBeVisible();
+
+  await bob.context.setOffline(false);
+  await expect.poll(() => messageTexts(bob), { timeout: 15_000 }).toEqual(["before", "one", "two", "three", "sent offline"]);
+  await expect(bob.page.getByRole("status").filter({ hasText: "Reconnecting…" })).toHaveCount(0);
+  await bob.page.getByRole("button", { name: "Retry" }).click();
+  await expect(bob.page.getByText("Not sent")).toHaveCount(0);
+  await expect.poll(() => messageTexts(ada)).toEqual(["before", "one", "two", "three", "sent offline"]);
+  expect(await messageTexts(bob)).toEqual(["before", "one", "two", "three", "sent offline"]);
+
+  await ada.context.close();
+  await bob.context.close();
+});
+
+test.describe("with a server of its own", () => {
+  const server = new OwnServer(3012, { KNOCK_SHUTDOWN_GRACE_SECS: "2" });
+  test.beforeAll(() => server.start());
+  test.afterAll(() => server.stop());
+
+  test("a server restart mid-conversation loses and doubles nothing", async ({ browser }) => {
+    test.setTimeout(90_000);
+    const ada = await person(browser, "ada", { baseURL: server.origin });
+    const bob = await person(browser, "bob", { baseURL: server.origin });
+    await activeDm(ada, bob);
+    await sendMessage(ada, "before the restart");
+    await expect.poll(() => messageTexts(bob)).toEqual(["before the restart"]);
+
+    await server.stop();
+    await expect(bob.page.getByRole("status").filter({ hasText: "Reconnecting…" })).toBeVisible();
+    await server.start();
+    // Ada goes on writing; Bob's browser reconnects by itself and catches up.
+    for (const text of ["after one", "after two"]) {
+      await sendMessage(ada, text);
+    }
+    await expect
+      .poll(() => messageTexts(bob), { timeout: 20_000 })
+      .toEqual(["before the restart", "after one", "after two"]);
+    await expect(bob.page.getByRole("status").filter({ hasText: "Reconnecting…" })).toHaveCount(0);
+    await sendMessage(bob, "welcome back");
+    await expect.poll(() => messageTexts(ada)).toEqual(["before the restart", "after one", "after two", "welcome back"]);
+
+    await ada.context.close();
+    await bob.context.close();
+  });
+});
