@@ -185,3 +185,31 @@ async fn a_failing_migration_stops_start_up_with_a_clear_error(
     assert!(stderr.contains("migration failed"), "{stderr}");
     assert!(stderr.contains("dm_status"), "the cause is named: {stderr}");
 }
+
+#[sqlx::test]
+async fn an_identicon_is_a_png_made_from_the_id_alone(pool: PgPool) {
+    let fetch = |uri: String| {
+        let pool = pool.clone();
+        async move {
+            let request = Request::get(uri).body(Body::empty()).unwrap();
+            common::send(common::state(&pool), request).await
+        }
+    };
+    let id = uuid::Uuid::new_v4();
+    let first = fetch(format!("/api/avatars/{id}")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.headers[header::CONTENT_TYPE], "image/png");
+    assert!(
+        first.headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert!(first.body.starts_with("\u{FFFD}PNG"), "a PNG signature");
+    let again = fetch(format!("/api/avatars/{id}")).await;
+    assert_eq!(again.body, first.body, "the same id, the same picture");
+    let other = fetch(format!("/api/avatars/{}", uuid::Uuid::new_v4())).await;
+    assert_ne!(other.body, first.body);
+    let bad = fetch("/api/avatars/not-a-uuid".into()).await;
+    assert_eq!(bad.status, StatusCode::NOT_FOUND);
+}

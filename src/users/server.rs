@@ -316,8 +316,8 @@ pub async fn find_live(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Er
     .await
 }
 
-/// `GET /api/avatars/{user_id}`: the identicon of `user_id` as a 5×5 PNG
-/// pattern scaled to 120 px (the `identicon-rs` crate), the same for the
+/// `GET /api/avatars/{user_id}`: the identicon of `user_id`, a 5×5 pattern
+/// as an 96×96 PNG (80 px and a border of 8; the `identicon-rs` crate), the same for the
 /// same id forever, so it is cached for a year. Needs no session: it is
 /// made from the id alone.
 ///
@@ -330,7 +330,8 @@ pub async fn avatar(
     let id: Uuid = user_id.parse().map_err(|_| AppError::NotFound)?;
     let png = tokio::task::spawn_blocking(move || {
         identicon_rs::Identicon::new(&id.to_string())
-            .set_border(10)
+            .set_border(8)
+            .set_scale(80)?
             .export_png_data()
     })
     .await
