@@ -13,8 +13,8 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "clippy: server build (ssr)"
-cargo clippy --features ssr --all-targets -- -D warnings
+step "clippy: server build and load generator (ssr, load)"
+cargo clippy --features load --all-targets -- -D warnings
 
 step "clippy: browser build (hydrate, wasm32)"
 cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings
@@ -44,7 +44,7 @@ as_pg "$pg_bin/pg_ctl" -D "$tmp/pg" -l "$tmp/pg/server.log" -w \
 export DATABASE_URL="postgres://knock@localhost/postgres?host=$tmp/pg"
 
 step "Rust tests"
-SQLX_OFFLINE=true cargo test --features ssr
+SQLX_OFFLINE=true cargo test --features load
 
 step "Browser tests (cargo leptos end-to-end, embedded database)"
 mkdir "$tmp/data"

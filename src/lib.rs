@@ -9,6 +9,8 @@ pub mod auth;
 pub mod components;
 pub mod dms;
 pub mod error;
+#[cfg(feature = "load")]
+pub mod load;
 pub mod messages;
 pub mod realtime;
 #[cfg(feature = "ssr")]

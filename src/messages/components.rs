@@ -543,7 +543,14 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
                     "Load earlier messages"
                 </button>
             })}
-            <ol class="messages" aria-label="Messages" node_ref=list_ref on:scroll=on_scroll>
+            <ol
+                class="messages"
+                aria-label="Messages"
+                aria-live="polite"
+                aria-relevant="additions"
+                node_ref=list_ref
+                on:scroll=on_scroll
+            >
                 {move || (messages.with(Vec::is_empty) && pending.with(Vec::is_empty)).then(|| view! {
                     <li class="muted">"No messages yet. Say hello!"</li>
                 })}
