@@ -436,3 +436,74 @@ async fn typing_and_presence_flow_only_between_members_of_an_active_dm(
     let (_, kind, data) = next_any(&mut adas, Duration::from_secs(10)).await;
     assert_eq!((kind.as_str(), &data["online"]), ("presence", &json!(true)));
 }
+
+#[sqlx::test]
+async fn many_streams_of_one_user_each_get_every_message_once_in_order(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let one = server(&options, dir.path()).await;
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (_, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    call(
+        &one.base,
+        &bob_token,
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+
+    // Bob has 40 tabs open, some joining while messages flow.
+    let mut tabs = Vec::new();
+    for _ in 0..30 {
+        tabs.push(subscribe(&one.base, &bob_token, None).await);
+    }
+    for n in 1..=6 {
+        call(
+            &one.base,
+            &ada_token,
+            "messages/send",
+            json!({ "dm_id": dm["id"], "body": format!("m{n}"), "client_id": Uuid::new_v4() }),
+        )
+        .await;
+        if n == 3 {
+            for _ in 0..10 {
+                tabs.push(subscribe(&one.base, &bob_token, None).await);
+            }
+        }
+    }
+    for (i, (events, _)) in tabs.iter_mut().enumerate() {
+        let first = if i < 30 { 1 } else { 4 };
+        let mut seqs = Vec::new();
+        while seqs.last() != Some(&6) {
+            let (_, kind, data) = next(events).await;
+            if kind == "message" {
+                seqs.push(data["seq"].as_i64().unwrap());
+            }
+        }
+        // A tab that opened late may or may not see message 3 (it was
+        // being sent); from its first message on, each arrives once, in order.
+        let start = seqs[0];
+        assert!(start <= first, "tab {i}: {seqs:?}");
+        assert_eq!(seqs, (start..=6).collect::<Vec<_>>(), "tab {i}");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for (i, (events, _)) in tabs.iter_mut().enumerate() {
+        while let Ok((_, kind, _)) = events.try_recv() {
+            assert_ne!(kind, "message", "tab {i}: nothing doubled");
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! ```text
 //! knock-load [--server target/release/knock] [--users 64] [--senders 2,64,256]
 //!            [--rate MSGS_PER_S] [--duration 10] [--max-messages 200000]
-//!            [--streams 1000,10000] [--fanout 10000] [--pgbench] [--check]
+//!            [--streams 1000,10000] [--fanout 10000] [--render 200] [--pgbench]
+//!            [--check]
 //! ```
 //! `--check` exits with 1 if any message was lost, doubled, reordered or
 //! refused. Every phase stops by itself: sending at `--duration` seconds or
@@ -340,6 +341,21 @@ async fn main_result() -> Result<bool, String> {
             .map_err(|e| e.to_string())?;
         println!(
             "\nfan-out of one message to {fanout} streams, p50 / p95 / p99 / max ms: {}",
+            row(&latency)
+        );
+    }
+
+    let renders: usize = args.get("render", 0)?;
+    if renders > 0 {
+        let client = load::client(4).map_err(|e| e.to_string())?;
+        let population = load::populate(&client, &target, 2)
+            .await
+            .map_err(|e| e.to_string())?;
+        let latency = load::render_chat(&client, &target, &population, 50, renders)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "\nserver time to render a chat page with 50 messages ({renders} requests), p50 / p95 / p99 / max ms: {}",
             row(&latency)
         );
     }

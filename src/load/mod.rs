@@ -333,6 +333,52 @@ async fn pair(
         .collect()
 }
 
+/// Sends `messages` messages in the first DM of `population`, then asks for
+/// the other member's chat page `requests` times, one after another: the
+/// time to the whole page, µs (the page is rendered in order, complete).
+///
+/// # Errors
+/// [`LoadError::Setup`] when a request fails.
+pub async fn render_chat(
+    client: &reqwest::Client,
+    target: &Target,
+    population: &Population,
+    messages: usize,
+    requests: usize,
+) -> Result<Histogram<u64>, LoadError> {
+    let (sender, reader, dm) = (
+        &population.users[0],
+        &population.users[1],
+        population.dms[0],
+    );
+    for n in 0..messages {
+        let body =
+            json!({ "dm_id": dm, "body": format!("message {n}"), "client_id": Uuid::new_v4() });
+        call(client, &target.base, &sender.token, "messages/send", body)
+            .await
+            .map_err(|e| setup("send", e))?;
+    }
+    let url = format!("{}/chat/{}", target.base, sender.id);
+    let mut latency = Histogram::new(3).expect("3 significant figures");
+    for _ in 0..requests {
+        let asked = Instant::now();
+        let page = client
+            .get(&url)
+            .header("cookie", format!("__session={}", reader.token))
+            .send()
+            .await
+            .map_err(|e| setup("page", e))?
+            .text()
+            .await
+            .map_err(|e| setup("page", e))?;
+        let _ = latency.record(asked.elapsed().as_micros() as u64);
+        if !page.contains(&format!("message {}", messages - 1)) {
+            return Err(setup("page", "the page lacks the newest message"));
+        }
+    }
+    Ok(latency)
+}
+
 /// One `message` event as a stream saw it.
 #[derive(Debug, Clone, Copy)]
 struct Seen {

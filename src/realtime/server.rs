@@ -110,7 +110,7 @@ pub async fn commit_with_event(
 /// streams (the wake-ups), presence bookkeeping, and the typing throttle.
 #[derive(Debug)]
 pub struct Hub {
-    users: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    users: Mutex<HashMap<Uuid, Arc<Feed>>>,
     /// Open streams of this instance (see [`Presence`]).
     pub presence: Arc<Presence>,
     typing: DefaultKeyedRateLimiter<(Uuid, Uuid)>,
@@ -139,22 +139,76 @@ impl Hub {
 
     /// A receiver that changes whenever `user` is woken.
     pub fn subscribe(&self, user: Uuid) -> watch::Receiver<u64> {
+        self.feed(user).wake.subscribe()
+    }
+
+    fn feed(&self, user: Uuid) -> Arc<Feed> {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users
-            .entry(user)
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        users.entry(user).or_default().clone()
     }
 
     fn wake_user(&self, user: Uuid) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = users.get(&user) {
-            if sender.receiver_count() == 0 {
+        if let Some(feed) = users.get(&user) {
+            if feed.wake.receiver_count() == 0 {
                 users.remove(&user);
             } else {
-                sender.send_modify(|n| *n = n.wrapping_add(1));
+                feed.wake.send_modify(|n| *n = n.wrapping_add(1));
             }
         }
+    }
+
+    /// `user`'s settled events after `cursor` (at most [`PAGE`]), shared by
+    /// all of this process's streams of that user: one stream reads the log
+    /// while the others wait, then take what it read from [`Feed`]'s tail.
+    /// So a message to a user with many open streams costs one query, and
+    /// idle streams look at the log once per user per half [`POLL`].
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn read(
+        &self,
+        pool: &PgPool,
+        user: Uuid,
+        cursor: Cursor,
+    ) -> Result<Vec<Delivered>, sqlx::Error> {
+        let feed = self.feed(user);
+        let mut tail = feed.tail.lock().await;
+        let woken = *feed.wake.borrow();
+        let last = tail.last();
+        let covered =
+            tail.base.is_some_and(|base| base <= cursor) && last.is_some_and(|l| cursor <= l);
+        let fresh =
+            tail.read_gen == woken && tail.read_at.is_some_and(|at| at.elapsed() < POLL / 2);
+        if covered && (Some(cursor) < last || fresh) {
+            return Ok(tail.after(cursor));
+        }
+        let page = events_after(pool, user, &cursor).await?;
+        if covered {
+            let last = last.unwrap_or(cursor);
+            tail.events
+                .extend(page.iter().filter(|e| e.cursor > last).cloned());
+        } else if last.is_none_or(|last| cursor > last) {
+            tail.base = Some(cursor);
+            tail.events = page.iter().cloned().collect();
+        } else {
+            // An older position than the tail: answer without keeping it.
+            return Ok(page);
+        }
+        while tail.events.len() > TAIL {
+            if let Some(oldest) = tail.events.pop_front() {
+                tail.base = Some(oldest.cursor);
+            }
+        }
+        tail.read_gen = woken;
+        tail.read_at = Some(std::time::Instant::now());
+        Ok(page)
+    }
+
+    /// Forgets users with no open stream here (and their tails).
+    pub fn forget_idle(&self) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.retain(|_, feed| feed.wake.receiver_count() > 0);
     }
 
     fn wake_all(&self) {
@@ -204,11 +258,12 @@ impl Hub {
     }
 }
 
-/// A position in a user's event log: (writing transaction id, event id).
-/// On the wire (SSE `id`, `Last-Event-ID`): `"{tx_id}:{id}"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A position in a user's event log: (writing transaction id, event id),
+/// ordered as the log is read. On the wire (SSE `id`, `Last-Event-ID`):
+/// `"{tx_id}:{id}"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
-    tx_id: String,
+    tx_id: u64,
     id: i64,
 }
 
@@ -216,17 +271,67 @@ impl Cursor {
     /// Parses `"{tx_id}:{id}"`.
     pub fn parse(text: &str) -> Option<Self> {
         let (tx_id, id) = text.split_once(':')?;
-        tx_id.parse::<u64>().ok()?;
         Some(Self {
-            tx_id: tx_id.to_owned(),
+            tx_id: tx_id.parse().ok()?,
             id: id.parse().ok()?,
         })
+    }
+
+    fn from_row(tx_id: &str, id: i64) -> Self {
+        Self {
+            tx_id: tx_id.parse().unwrap_or(0),
+            id,
+        }
     }
 }
 
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.tx_id, self.id)
+    }
+}
+
+/// Events kept per user in [`Feed`]'s tail.
+const TAIL: usize = 64;
+
+/// One user's wake-ups and the newest part of their log, in this process.
+#[derive(Debug)]
+struct Feed {
+    wake: watch::Sender<u64>,
+    tail: tokio::sync::Mutex<Tail>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self {
+            wake: watch::channel(0).0,
+            tail: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+/// Every settled event of a user after `base` up to the last of `events`.
+#[derive(Debug, Default)]
+struct Tail {
+    base: Option<Cursor>,
+    events: VecDeque<Delivered>,
+    /// The wake-up count when the log was last read.
+    read_gen: u64,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Tail {
+    fn last(&self) -> Option<Cursor> {
+        self.events.back().map(|e| e.cursor).or(self.base)
+    }
+
+    fn after(&self, cursor: Cursor) -> Vec<Delivered> {
+        let start = self.events.partition_point(|e| e.cursor <= cursor);
+        self.events
+            .range(start..)
+            .take(PAGE as usize)
+            .cloned()
+            .collect()
     }
 }
 
@@ -240,13 +345,9 @@ async fn head(pool: &PgPool, user: Uuid) -> Result<Cursor, sqlx::Error> {
     .bind(user)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map_or(
-        Cursor {
-            tx_id: "0".into(),
-            id: 0,
-        },
-        |(tx_id, id)| Cursor { tx_id, id },
-    ))
+    Ok(row.map_or(Cursor { tx_id: 0, id: 0 }, |(tx_id, id)| {
+        Cursor::from_row(&tx_id, id)
+    }))
 }
 
 /// One delivered event.
@@ -277,7 +378,7 @@ pub async fn events_after(
          ORDER BY tx_id, id LIMIT $4",
     )
     .bind(user)
-    .bind(&after.tx_id)
+    .bind(after.tx_id.to_string())
     .bind(after.id)
     .bind(PAGE)
     .bind(TYPING_TTL.as_secs_f64())
@@ -286,7 +387,7 @@ pub async fn events_after(
     Ok(rows
         .into_iter()
         .map(|(tx_id, id, kind, payload)| Delivered {
-            cursor: Cursor { tx_id, id },
+            cursor: Cursor::from_row(&tx_id, id),
             kind,
             payload,
         })
@@ -302,7 +403,7 @@ async fn needs_resync(pool: &PgPool, user: Uuid, cursor: &Cursor) -> Result<bool
                   WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3) LIMIT $4 + 1) w) > $4",
     )
     .bind(user)
-    .bind(&cursor.tx_id)
+    .bind(cursor.tx_id.to_string())
     .bind(cursor.id)
     .bind(MAX_REPLAY)
     .fetch_one(pool)
@@ -362,7 +463,7 @@ pub async fn events(
         resume => {
             let head = head(&state.pool, me.id).await?;
             let resync = resume.is_some().then(|| Delivered {
-                cursor: head.clone(),
+                cursor: head,
                 kind: "resync".into(),
                 payload: serde_json::json!({}),
             });
@@ -372,6 +473,7 @@ pub async fn events(
     let wake = state.hub.subscribe(me.id);
     let presence = state.hub.presence.open(&state.pool, me.id).await?;
     let pool = state.pool.clone();
+    let hub = state.hub.clone();
     let start = StreamState {
         cursor,
         wake,
@@ -381,17 +483,18 @@ pub async fn events(
     };
     let stream = futures::stream::unfold(start, move |mut st| {
         let pool = pool.clone();
+        let hub = hub.clone();
         async move {
             loop {
                 if let Some(event) = st.buffer.pop_front() {
-                    st.cursor = event.cursor.clone();
+                    st.cursor = event.cursor;
                     let sse = Event::default()
                         .id(event.cursor.to_string())
                         .event(event.kind)
                         .data(event.payload.to_string());
                     return Some((Ok(sse), st));
                 }
-                match events_after(&pool, me.id, &st.cursor).await {
+                match hub.read(&pool, me.id, st.cursor).await {
                     Ok(page) if !page.is_empty() => st.buffer.extend(page),
                     Ok(_) => {
                         tokio::select! {

@@ -126,6 +126,16 @@ impl Application {
         tokio::spawn(state.hub.clone().listen(state.pool.clone()));
         tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
         tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
+        {
+            let hub = state.hub.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    ticks.tick().await;
+                    hub.forget_idle();
+                }
+            });
+        }
         Ok(Self {
             listener,
             hub: state.hub.clone(),
