@@ -45,6 +45,19 @@ async fn server(options: &PgConnectOptions, data_dir: &std::path::Path) -> Serve
     Server { base, _stop: stop }
 }
 
+/// A temporary data dir, a server on it, a pool to inspect the database
+/// and the server's dev key.
+async fn start(options: &PgConnectOptions) -> (tempfile::TempDir, Server, PgPool, SessionKeys) {
+    let dir = tempfile::tempdir().unwrap();
+    let one = server(options, dir.path()).await;
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    (dir, one, pool, keys)
+}
+
 /// A user and a token signed with the servers' dev key.
 async fn person(pool: &PgPool, keys: &SessionKeys, name: &str) -> (Uuid, String) {
     let clerk_id = format!("user_{name}");
@@ -157,13 +170,7 @@ async fn events_arrive_live_and_a_reconnect_replays_what_was_missed(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let one = server(&options, dir.path()).await;
-    let pool = PgPoolOptions::new()
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (_dir, one, pool, keys) = start(&options).await;
     let (ada, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
 
@@ -253,14 +260,8 @@ async fn two_instances_on_one_database_deliver_to_each_others_clients(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let one = server(&options, dir.path()).await;
+    let (dir, one, pool, keys) = start(&options).await;
     let two = server(&options, dir.path()).await;
-    let pool = PgPoolOptions::new()
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
 
@@ -282,13 +283,7 @@ async fn a_stream_too_far_behind_or_behind_the_pruned_log_is_told_to_resync(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let one = server(&options, dir.path()).await;
-    let pool = PgPoolOptions::new()
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (_dir, one, pool, keys) = start(&options).await;
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
     let (mut bobs, stream) = subscribe(&one.base, &bob_token, None).await;
@@ -350,14 +345,8 @@ async fn typing_and_presence_flow_only_between_members_of_an_active_dm(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let one = server(&options, dir.path()).await;
+    let (dir, one, pool, keys) = start(&options).await;
     let two = server(&options, dir.path()).await;
-    let pool = PgPoolOptions::new()
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
     let (ada, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
     let dm = call(
@@ -442,13 +431,7 @@ async fn many_streams_of_one_user_each_get_every_message_once_in_order(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let one = server(&options, dir.path()).await;
-    let pool = PgPoolOptions::new()
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (_dir, one, pool, keys) = start(&options).await;
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
     let dm = call(

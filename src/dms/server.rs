@@ -417,3 +417,25 @@ pub async fn set_block(pool: &PgPool, me: Uuid, other: Uuid, on: bool) -> Result
     sqlx::query(sql).bind(me).bind(other).execute(pool).await?;
     Ok(())
 }
+
+/// `me`'s side of DM `dm_id`: its state, the other member and how far they
+/// have read; `None` when the DM does not exist or `me` is not in it.
+///
+/// # Errors
+/// The database error.
+pub async fn other_member(
+    pool: &PgPool,
+    me: Uuid,
+    dm_id: Uuid,
+) -> Result<Option<(DmStatus, Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.status, o.user_id, o.last_read_seq FROM dms d
+         JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
+         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+         WHERE d.id = $1",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_optional(pool)
+    .await
+}

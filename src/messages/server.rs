@@ -302,19 +302,9 @@ pub async fn edit(
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it.
 pub async fn seen(pool: &PgPool, me: Uuid, dm_id: Uuid) -> Result<i64, AppError> {
-    let row: Option<(DmStatus, i64)> = sqlx::query_as(
-        "SELECT d.status, o.last_read_seq FROM dms d
-         JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
-         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
-         WHERE d.id = $1",
-    )
-    .bind(dm_id)
-    .bind(me)
-    .fetch_optional(pool)
-    .await?;
-    match row {
+    match crate::dms::server::other_member(pool, me, dm_id).await? {
         None => Err(AppError::NotFound),
-        Some((DmStatus::Active, seq)) => Ok(seq),
+        Some((DmStatus::Active, _, seq)) => Ok(seq),
         Some(_) => Ok(0),
     }
 }

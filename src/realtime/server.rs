@@ -521,17 +521,8 @@ pub async fn events(
 /// 404 when the DM does not exist or `me` is not in it; 409 when it is not
 /// ACTIVE (an invite reveals no typing).
 pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppError> {
-    let dm: Option<(crate::dms::DmStatus, Uuid)> = sqlx::query_as(
-        "SELECT d.status, o.user_id FROM dms d
-         JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
-         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
-         WHERE d.id = $1",
-    )
-    .bind(dm_id)
-    .bind(me)
-    .fetch_optional(&state.pool)
-    .await?;
-    let Some((status, other)) = dm else {
+    let dm = crate::dms::server::other_member(&state.pool, me, dm_id).await?;
+    let Some((status, other, _)) = dm else {
         return Err(AppError::NotFound);
     };
     if status != crate::dms::DmStatus::Active {
