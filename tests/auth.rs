@@ -484,3 +484,47 @@ async fn an_expired_session_of_a_browser_still_signed_in_at_clerk_gets_the_refre
     assert!(reply.body.contains("Sign in</a>"), "{}", reply.body);
     assert!(users(&pool).await.is_empty());
 }
+
+#[sqlx::test]
+async fn many_first_requests_at_once_each_get_their_own_username(
+    _: sqlx::postgres::PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(40)
+        .connect_with(options)
+        .await
+        .unwrap();
+    // Forty new users sign in before any webhook: all derive "user".
+    let created = futures_join(
+        (0..40)
+            .map(|n| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let clerk = knock::users::server::ClerkUser {
+                        id: format!("user_crowd{n}"),
+                        ..Default::default()
+                    };
+                    knock::users::server::upsert_from_clerk(&pool, &clerk).await
+                })
+            })
+            .collect(),
+    )
+    .await;
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT lower(username) FROM users WHERE clerk_id LIKE 'user_crowd%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(names.len(), 40);
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}

@@ -221,6 +221,13 @@ async fn free_username(
     base: &str,
     clerk_id: &str,
 ) -> Result<String, sqlx::Error> {
+    // Creators of the same base name take turns (until commit), so that
+    // many first requests at once (all "user" before the webhook arrives)
+    // do not keep choosing the same suffix.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+        .bind(base.to_lowercase())
+        .execute(&mut **tx)
+        .await?;
     let taken: Vec<String> = sqlx::query_scalar(
         "SELECT lower(username) FROM users
          WHERE clerk_id <> $2 AND (lower(username) = $1 OR lower(username) LIKE $1 || '%')",
