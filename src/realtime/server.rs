@@ -158,11 +158,8 @@ impl Hub {
         }
     }
 
-    /// `user`'s settled events after `cursor` (at most [`PAGE`]), shared by
-    /// all of this process's streams of that user: one stream reads the log
-    /// while the others wait, then take what it read from [`Feed`]'s tail.
-    /// So a message to a user with many open streams costs one query, and
-    /// idle streams look at the log once per user per half [`POLL`].
+    /// `user`'s settled events after `cursor`, at most [`PAGE`] (see
+    /// [`events_after`]).
     ///
     /// # Errors
     /// The database error.
@@ -172,37 +169,7 @@ impl Hub {
         user: Uuid,
         cursor: Cursor,
     ) -> Result<Vec<Delivered>, sqlx::Error> {
-        let feed = self.feed(user);
-        let mut tail = feed.tail.lock().await;
-        let woken = *feed.wake.borrow();
-        let last = tail.last();
-        let covered =
-            tail.base.is_some_and(|base| base <= cursor) && last.is_some_and(|l| cursor <= l);
-        let fresh =
-            tail.read_gen == woken && tail.read_at.is_some_and(|at| at.elapsed() < POLL / 2);
-        if covered && (Some(cursor) < last || fresh) {
-            return Ok(tail.after(cursor));
-        }
-        let page = events_after(pool, user, &cursor).await?;
-        if covered {
-            let last = last.unwrap_or(cursor);
-            tail.events
-                .extend(page.iter().filter(|e| e.cursor > last).cloned());
-        } else if last.is_none_or(|last| cursor > last) {
-            tail.base = Some(cursor);
-            tail.events = page.iter().cloned().collect();
-        } else {
-            // An older position than the tail: answer without keeping it.
-            return Ok(page);
-        }
-        while tail.events.len() > TAIL {
-            if let Some(oldest) = tail.events.pop_front() {
-                tail.base = Some(oldest.cursor);
-            }
-        }
-        tail.read_gen = woken;
-        tail.read_at = Some(std::time::Instant::now());
-        Ok(page)
+        events_after(pool, user, &cursor).await
     }
 
     /// Forgets users with no open stream here (and their tails).
@@ -291,47 +258,17 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-/// Events kept per user in [`Feed`]'s tail.
-const TAIL: usize = 64;
-
-/// One user's wake-ups and the newest part of their log, in this process.
+/// One user's wake-ups in this process.
 #[derive(Debug)]
 struct Feed {
     wake: watch::Sender<u64>,
-    tail: tokio::sync::Mutex<Tail>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Self {
             wake: watch::channel(0).0,
-            tail: tokio::sync::Mutex::default(),
         }
-    }
-}
-
-/// Every settled event of a user after `base` up to the last of `events`.
-#[derive(Debug, Default)]
-struct Tail {
-    base: Option<Cursor>,
-    events: VecDeque<Delivered>,
-    /// The wake-up count when the log was last read.
-    read_gen: u64,
-    read_at: Option<std::time::Instant>,
-}
-
-impl Tail {
-    fn last(&self) -> Option<Cursor> {
-        self.events.back().map(|e| e.cursor).or(self.base)
-    }
-
-    fn after(&self, cursor: Cursor) -> Vec<Delivered> {
-        let start = self.events.partition_point(|e| e.cursor <= cursor);
-        self.events
-            .range(start..)
-            .take(PAGE as usize)
-            .cloned()
-            .collect()
     }
 }
 
