@@ -490,3 +490,37 @@ async fn many_streams_of_one_user_each_get_every_message_once_in_order(
         }
     }
 }
+
+#[sqlx::test]
+async fn the_log_is_read_in_transaction_order_across_a_power_of_ten(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    // Two settled events of old transactions 99 and 100 (as text, "100"
+    // sorts first).
+    for (tx, seq) in [("99", 1), ("100", 2)] {
+        sqlx::query(
+            "INSERT INTO events (tx_id, user_id, kind, payload) VALUES ($1::xid8, $2, 'read', $3)",
+        )
+        .bind(tx)
+        .bind(bob)
+        .bind(json!({ "dm_id": Uuid::nil(), "user_id": bob, "seq": seq }))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let (mut bobs, _stream) = subscribe(&one.base, &bob_token, Some("98:0")).await;
+    let first = next(&mut bobs).await;
+    let second = next(&mut bobs).await;
+    assert_eq!(
+        (first.2["seq"].as_i64(), second.2["seq"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert!(
+        first.0.starts_with("99:") && second.0.starts_with("100:"),
+        "{first:?} {second:?}"
+    );
+    assert!(quiet(&mut bobs).await, "nothing again");
+}

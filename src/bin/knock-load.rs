@@ -276,9 +276,11 @@ async fn main_result() -> Result<bool, String> {
     }
 
     println!(
-        "\n| senders | users | msgs/s | send p50 / p95 / p99 / max ms | delivery p50 / p95 / p99 / max ms | errors | lost | doubled | reordered |"
+        "\n| senders | users | msgs/s | send p50 ms | p95 | p99 | max | delivery p50 ms | p95 | p99 | max | errors | lost | doubled | reordered |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     let mut best = 0.0f64;
     for &s in &senders {
         let config = Config {

@@ -158,8 +158,11 @@ impl Hub {
         }
     }
 
-    /// `user`'s settled events after `cursor`, at most [`PAGE`] (see
-    /// [`events_after`]).
+    /// `user`'s settled events after `cursor` (at most [`PAGE`]), shared by
+    /// all of this process's streams of that user: one stream reads the log
+    /// while the others wait, then take what it read from [`Feed`]'s tail.
+    /// So a message to a user with many open streams costs one query, and
+    /// idle streams look at the log once per user per half [`POLL`].
     ///
     /// # Errors
     /// The database error.
@@ -169,7 +172,37 @@ impl Hub {
         user: Uuid,
         cursor: Cursor,
     ) -> Result<Vec<Delivered>, sqlx::Error> {
-        events_after(pool, user, &cursor).await
+        let feed = self.feed(user);
+        let mut tail = feed.tail.lock().await;
+        let woken = *feed.wake.borrow();
+        let last = tail.last();
+        let covered =
+            tail.base.is_some_and(|base| base <= cursor) && last.is_some_and(|l| cursor <= l);
+        let fresh =
+            tail.read_gen == woken && tail.read_at.is_some_and(|at| at.elapsed() < POLL / 2);
+        if covered && (Some(cursor) < last || fresh) {
+            return Ok(tail.after(cursor));
+        }
+        let page = events_after(pool, user, &cursor).await?;
+        if covered {
+            let last = last.unwrap_or(cursor);
+            tail.events
+                .extend(page.iter().filter(|e| e.cursor > last).cloned());
+        } else if last.is_none_or(|last| cursor > last) {
+            tail.base = Some(cursor);
+            tail.events = page.iter().cloned().collect();
+        } else {
+            // An older position than the tail: answer without keeping it.
+            return Ok(page);
+        }
+        while tail.events.len() > TAIL {
+            if let Some(oldest) = tail.events.pop_front() {
+                tail.base = Some(oldest.cursor);
+            }
+        }
+        tail.read_gen = woken;
+        tail.read_at = Some(std::time::Instant::now());
+        Ok(page)
     }
 
     /// Forgets users with no open stream here (and their tails).
@@ -258,24 +291,57 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-/// One user's wake-ups in this process.
+/// Events kept per user in [`Feed`]'s tail.
+const TAIL: usize = 64;
+
+/// One user's wake-ups and the newest part of their log, in this process.
 #[derive(Debug)]
 struct Feed {
     wake: watch::Sender<u64>,
+    tail: tokio::sync::Mutex<Tail>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Self {
             wake: watch::channel(0).0,
+            tail: tokio::sync::Mutex::default(),
         }
     }
 }
 
+/// Every settled event of a user after `base` up to the last of `events`.
+#[derive(Debug, Default)]
+struct Tail {
+    base: Option<Cursor>,
+    events: VecDeque<Delivered>,
+    /// The wake-up count when the log was last read.
+    read_gen: u64,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Tail {
+    fn last(&self) -> Option<Cursor> {
+        self.events.back().map(|e| e.cursor).or(self.base)
+    }
+
+    fn after(&self, cursor: Cursor) -> Vec<Delivered> {
+        let start = self.events.partition_point(|e| e.cursor <= cursor);
+        self.events
+            .range(start..)
+            .take(PAGE as usize)
+            .cloned()
+            .collect()
+    }
+}
+
 /// The newest settled position of `user`'s log (where a new stream starts).
+///
+/// (The log is ordered by the `xid8` column; its text, `tx`, would sort
+/// "100" before "99".)
 async fn head(pool: &PgPool, user: Uuid) -> Result<Cursor, sqlx::Error> {
     let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text, id FROM events
+        "SELECT tx_id::text AS tx, id FROM events
          WHERE user_id = $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
          ORDER BY tx_id DESC, id DESC LIMIT 1",
     )
@@ -308,7 +374,7 @@ pub async fn events_after(
     after: &Cursor,
 ) -> Result<Vec<Delivered>, sqlx::Error> {
     let rows: Vec<(String, i64, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT tx_id::text, id, kind, payload FROM events
+        "SELECT tx_id::text AS tx, id, kind, payload FROM events
          WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
            AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
