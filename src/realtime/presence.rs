@@ -1,15 +1,20 @@
 //! Presence: a user is online while they hold an open event stream on any
 //! live server instance (DESIGN §5).
 //!
-//! Each instance counts its open streams per user in the `presence` table
-//! and beats in `instances` every [`HEARTBEAT`]; an instance silent for
+//! Each instance counts its open streams per user in memory, writes the
+//! count to the `presence` table when a user's first stream opens or last
+//! closes there, and beats in `instances` every [`HEARTBEAT`]; an instance silent for
 //! [`STALE_AFTER`] is swept by the others, so a killed server does not keep
 //! its users online. When a user goes online or offline across all
 //! instances, their partners in ACTIVE DMs (and nobody else) get a
 //! `presence` event `{user_id, online}`. Changes of one user are serialised
 //! with a transaction-scoped advisory lock on the user id.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -77,12 +82,16 @@ async fn finish(
 #[derive(Debug)]
 pub struct Presence {
     instance: Uuid,
+    /// Open streams per user here; the database hears only of the first
+    /// and the last.
+    local: Mutex<HashMap<Uuid, u32>>,
 }
 
 impl Default for Presence {
     fn default() -> Self {
         Self {
             instance: Uuid::new_v4(),
+            local: Mutex::default(),
         }
     }
 }
@@ -98,44 +107,80 @@ impl Presence {
         pool: &PgPool,
         user: Uuid,
     ) -> Result<StreamGuard, sqlx::Error> {
-        let mut tx = pool.begin().await?;
-        let before = lock_user(&mut tx, user).await?;
-        sqlx::query(
-            "INSERT INTO instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET seen_at = now()",
-        )
-        .bind(self.instance)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO presence (instance_id, user_id, streams) VALUES ($1, $2, 1)
-             ON CONFLICT (instance_id, user_id) DO UPDATE SET streams = presence.streams + 1",
-        )
-        .bind(self.instance)
-        .bind(user)
-        .execute(&mut *tx)
-        .await?;
-        finish(tx, pool, user, before).await?;
-        Ok(StreamGuard {
+        let first = {
+            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            let count = local.entry(user).or_insert(0);
+            *count += 1;
+            *count == 1
+        };
+        let guard = StreamGuard {
             presence: self.clone(),
             pool: pool.clone(),
             user,
-        })
+        };
+        if first {
+            // On error the guard's drop takes the count back.
+            self.sync(pool, user).await?;
+        }
+        Ok(guard)
     }
 
     async fn close(&self, pool: &PgPool, user: Uuid) -> Result<(), sqlx::Error> {
+        let last = {
+            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            match local.get_mut(&user) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                _ => {
+                    local.remove(&user);
+                    true
+                }
+            }
+        };
+        if last {
+            self.sync(pool, user).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes this instance's stream count of `user` (as it is when the
+    /// user's lock is held, so the last writer writes the latest count) and
+    /// tells partners when that changed whether the user is online.
+    async fn sync(&self, pool: &PgPool, user: Uuid) -> Result<(), sqlx::Error> {
         let mut tx = pool.begin().await?;
         let before = lock_user(&mut tx, user).await?;
-        sqlx::query(
-            "WITH gone AS (DELETE FROM presence
-                           WHERE instance_id = $1 AND user_id = $2 AND streams <= 1 RETURNING 1)
-             UPDATE presence SET streams = streams - 1
-             WHERE instance_id = $1 AND user_id = $2 AND streams > 1
-               AND NOT EXISTS (SELECT 1 FROM gone)",
-        )
-        .bind(self.instance)
-        .bind(user)
-        .execute(&mut *tx)
-        .await?;
+        let count = self
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .copied()
+            .unwrap_or(0);
+        if count > 0 {
+            sqlx::query(
+                "INSERT INTO instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+            )
+            .bind(self.instance)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO presence (instance_id, user_id, streams) VALUES ($1, $2, $3)
+                 ON CONFLICT (instance_id, user_id) DO UPDATE SET streams = EXCLUDED.streams",
+            )
+            .bind(self.instance)
+            .bind(user)
+            .bind(i32::try_from(count).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM presence WHERE instance_id = $1 AND user_id = $2")
+                .bind(self.instance)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
         finish(tx, pool, user, before).await
     }
 
@@ -152,10 +197,24 @@ impl Presence {
     }
 
     async fn beat(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE instances SET seen_at = now() WHERE id = $1")
+        let alive = sqlx::query("UPDATE instances SET seen_at = now() WHERE id = $1")
             .bind(self.instance)
             .execute(pool)
-            .await?;
+            .await?
+            .rows_affected();
+        if alive == 0 {
+            // Swept while silent (or nothing written yet): write the counts again.
+            let users: Vec<Uuid> = self
+                .local
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .copied()
+                .collect();
+            for user in users {
+                self.sync(pool, user).await?;
+            }
+        }
         let stale: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM instances WHERE seen_at < now() - $1 * interval '1 second'",
         )
