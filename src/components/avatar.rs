@@ -29,7 +29,7 @@ pub fn Avatar(
     // `Transition` still shows this avatar after its data changed.
     let live = expect_context::<Live>();
     let id = user.id;
-    let online = move || live.is_online(id, false);
+    let online = move || live.is_online(id);
     view! {
         <span class="avatar">
             <img src=avatar_url(&user) alt="" width="32" height="32" loading="lazy" />

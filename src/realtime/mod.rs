@@ -102,12 +102,12 @@ impl Live {
         });
     }
 
-    /// Whether `user` is online: the latest `presence` event, else
-    /// `listed` (what a list said when it was fetched).
-    pub fn is_online(&self, user: Uuid, listed: bool) -> bool {
+    /// Whether `user` is online: the latest `presence` event, else what
+    /// the conversation list said when it was fetched; false if neither.
+    pub fn is_online(&self, user: Uuid) -> bool {
         self.online
             .with(|online| online.get(&user).copied())
-            .unwrap_or(listed)
+            .unwrap_or(false)
     }
 
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]

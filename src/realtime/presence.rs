@@ -281,20 +281,3 @@ impl Drop for StreamGuard {
         }
     }
 }
-
-/// Whether `user` is online, as `other` may see it: only when they share
-/// an ACTIVE DM.
-///
-/// # Errors
-/// The database error.
-pub async fn online_for(pool: &PgPool, other: Uuid, user: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT {ONLINE} AND EXISTS (
-             SELECT 1 FROM dms d WHERE d.status = 'ACTIVE'
-               AND d.user_a_id = LEAST($1, $2) AND d.user_b_id = GREATEST($1, $2))"
-    ))
-    .bind(user)
-    .bind(other)
-    .fetch_one(pool)
-    .await
-}
