@@ -152,6 +152,20 @@ async fn an_expired_token_is_refused(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_token_accepted_once_is_refused_once_it_expires(pool: PgPool) {
+    // One server state: its verified tokens are remembered between requests.
+    let state = clerk_state(&pool);
+    let mut c = claims("user_x");
+    c["exp"] = json!(now() - 4);
+    let token = clerk_token(&c);
+    let session = session_with_cookie(state.clone(), &token).await;
+    assert_ne!(session["user"], Value::Null, "within the 5 s leeway");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let session = session_with_cookie(state, &token).await;
+    assert_eq!(session["user"], Value::Null, "expired since its first use");
+}
+
+#[sqlx::test]
 async fn a_token_within_the_leeway_is_accepted(pool: PgPool) {
     let mut c = claims("user_x");
     c["exp"] = json!(now() - 2);

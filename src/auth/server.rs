@@ -86,6 +86,47 @@ pub struct SessionKeys {
     source: KeySource,
     encoding: Option<EncodingKey>,
     authorized_parties: Vec<String>,
+    verified: VerifiedTokens,
+}
+
+/// How many verified tokens [`SessionKeys`] remembers.
+pub const VERIFIED_TOKENS: usize = 4096;
+
+/// Tokens whose signature and `azp` were checked, with their claims: a
+/// browser sends the same token with every request until it is refreshed,
+/// and an RS256 check costs far more than the request around it. A
+/// remembered token is still checked against `exp` and `nbf` at every use.
+struct VerifiedTokens(std::sync::Mutex<lru::LruCache<String, SessionClaims>>);
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        let capacity =
+            std::num::NonZeroUsize::new(VERIFIED_TOKENS).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self(std::sync::Mutex::new(lru::LruCache::new(capacity)))
+    }
+}
+
+impl VerifiedTokens {
+    /// The claims of `token` if it was verified and is within its lifetime
+    /// now (the same `exp`/`nbf` rules and leeway as the full check).
+    fn get(&self, token: &str) -> Option<SessionClaims> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let leeway = LEEWAY_SECS as i64;
+        let mut tokens = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let claims = tokens.get(token)?;
+        let live = claims.exp >= now - leeway && claims.nbf.is_none_or(|nbf| nbf <= now + leeway);
+        if live {
+            Some(claims.clone())
+        } else {
+            tokens.pop(token);
+            None
+        }
+    }
+
+    fn put(&self, token: &str, claims: &SessionClaims) {
+        let mut tokens = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.put(token.to_owned(), claims.clone());
+    }
 }
 
 enum KeySource {
@@ -188,6 +229,7 @@ impl SessionKeys {
             source: KeySource::Static(decoding),
             encoding: None,
             authorized_parties,
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -215,6 +257,7 @@ impl SessionKeys {
             source: KeySource::Jwks(jwks),
             encoding: None,
             authorized_parties,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -284,6 +327,7 @@ impl SessionKeys {
                     .map_err(|e| fail(e.to_string()))?,
             ),
             authorized_parties: Vec::new(),
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -292,12 +336,17 @@ impl SessionKeys {
         self.encoding.is_some()
     }
 
-    /// Checks a token and returns its claims.
+    /// Checks a token and returns its claims. The last [`VERIFIED_TOKENS`]
+    /// tokens that passed are remembered, so a repeated token costs a
+    /// lookup and the `exp`/`nbf` check instead of an RS256 verification.
     ///
     /// # Errors
     /// [`TokenError`] for a bad signature, another algorithm than RS256, an
     /// expired or not-yet-valid token (±5 s), no `sub`, or a foreign `azp`.
     pub async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        if let Some(claims) = self.verified.get(token) {
+            return Ok(claims);
+        }
         let key = match &self.source {
             KeySource::Static(key) => key.clone(),
             KeySource::Jwks(jwks) => {
@@ -319,6 +368,7 @@ impl SessionKeys {
         {
             return Err(TokenError::UnauthorizedParty(claims.azp));
         }
+        self.verified.put(token, &claims);
         Ok(claims)
     }
 
