@@ -524,3 +524,88 @@ async fn the_log_is_read_in_transaction_order_across_a_power_of_ten(
     );
     assert!(quiet(&mut bobs).await, "nothing again");
 }
+
+/// Ada and Bob, with an ACTIVE DM between them: (ada token, bob id, bob
+/// token, dm id).
+async fn active_dm(base: &str, pool: &PgPool, keys: &SessionKeys) -> (String, Uuid, String, Value) {
+    let (_, ada_token) = person(pool, keys, "ada").await;
+    let (bob, bob_token) = person(pool, keys, "bob").await;
+    let dm = call(
+        base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    call(base, &bob_token, "dm/accept", json!({ "dm_id": dm["id"] })).await;
+    (ada_token, bob, bob_token, dm["id"].clone())
+}
+
+#[sqlx::test]
+async fn a_message_held_back_by_an_older_transaction_arrives_when_it_ends(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (ada_token, _, bob_token, dm) = active_dm(&one.base, &pool, &keys).await;
+    let (mut bobs, _stream) = subscribe(&one.base, &bob_token, None).await;
+    // A transaction that started writing before the message and knows
+    // nothing of Bob: the message commits after it began, so it cannot be
+    // delivered (in order) until this one ends.
+    let mut older = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    call(
+        &one.base,
+        &ada_token,
+        "messages/send",
+        json!({ "dm_id": dm, "body": "hi", "client_id": Uuid::new_v4() }),
+    )
+    .await;
+    assert!(quiet(&mut bobs).await, "held back while the older one runs");
+    older.commit().await.unwrap();
+    // No wake-up names Bob now; the stream must look again by itself, and
+    // sooner than its idle poll (5 s).
+    let (_, kind, data) = next_any(&mut bobs, Duration::from_secs(2)).await;
+    assert_eq!((kind.as_str(), data["seq"].as_i64()), ("message", Some(1)));
+}
+
+#[sqlx::test]
+async fn messages_sent_at_once_by_both_members_arrive_in_seq_order(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (ada_token, _, bob_token, dm) = active_dm(&one.base, &pool, &keys).await;
+    let (mut bobs, _stream) = subscribe(&one.base, &bob_token, None).await;
+    // Eight senders at once, four from each side, 20 messages each.
+    let mut senders = Vec::new();
+    for i in 0..8 {
+        let token = if i % 2 == 0 { &ada_token } else { &bob_token }.clone();
+        let (base, dm) = (one.base.clone(), dm.clone());
+        senders.push(tokio::spawn(async move {
+            for n in 0..20 {
+                call(
+                    &base,
+                    &token,
+                    "messages/send",
+                    json!({ "dm_id": dm, "body": format!("{i}-{n}"), "client_id": Uuid::new_v4() }),
+                )
+                .await;
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 160 {
+        let (_, kind, data) = next(&mut bobs).await;
+        if kind == "message" {
+            seqs.push(data["seq"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(seqs, (1..=160).collect::<Vec<_>>());
+}

@@ -2,7 +2,7 @@
 //! gaps, allocated in the sending transaction with the DM row locked; a
 //! retried `client_id` returns the message it already made.
 
-use sqlx::PgPool;
+use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use super::Message;
@@ -56,82 +56,40 @@ pub async fn send(
     client_id: Uuid,
 ) -> Result<Message, AppError> {
     let body = check_body(body)?;
-    let mut tx = pool.begin().await?;
-    let dm: Option<(DmStatus,)> = sqlx::query_as(
-        "SELECT d.status FROM dms d JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
-         WHERE d.id = $1 FOR UPDATE OF d",
-    )
-    .bind(dm_id)
-    .bind(me)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((status,)) = dm else {
-        return Err(AppError::NotFound);
-    };
-    // A retry after the first attempt committed: the same message.
-    let existing: Option<Message> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND client_id = $2"
-    ))
-    .bind(me)
-    .bind(client_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(message) = existing {
-        return if message.dm_id == dm_id {
-            Ok(message)
-        } else {
-            Err(AppError::BadRequest(
-                "client_id was already used for another DM.".into(),
-            ))
-        };
-    }
-    if status != DmStatus::Active {
-        return Err(AppError::Conflict(
-            "Messages can be sent once both have accepted.".into(),
-        ));
-    }
-    let blocked: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM blocks b JOIN dm_members o ON o.user_id = b.blocker_id
-                        WHERE o.dm_id = $1 AND o.user_id <> $2 AND b.blocked_id = $2)",
-    )
-    .bind(dm_id)
-    .bind(me)
-    .fetch_one(&mut *tx)
-    .await?;
-    if blocked {
-        return Err(AppError::Forbidden);
-    }
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE dms SET last_seq = last_seq + 1, updated_at = now() WHERE id = $1 RETURNING last_seq",
-    )
-    .bind(dm_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let message: Message = sqlx::query_as(&format!(
-        "INSERT INTO messages (dm_id, seq, sender_id, body, client_id) VALUES ($1, $2, $3, $4, $5)
-         RETURNING {COLUMNS}"
+    // One statement (the `send_message` migration): it locks the DM, checks,
+    // numbers, stores and records the events, and commits on its own.
+    let row = sqlx::query(&format!(
+        "SELECT outcome, members, {COLUMNS} FROM send_message($1, $2, $3, $4)"
     ))
     .bind(dm_id)
-    .bind(seq)
     .bind(me)
     .bind(body)
     .bind(client_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    // What I sent, I have read.
-    sqlx::query("UPDATE dm_members SET last_read_seq = $3 WHERE dm_id = $1 AND user_id = $2")
-        .bind(dm_id)
-        .bind(me)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-    let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
-        .bind(dm_id)
-        .fetch_all(&mut *tx)
-        .await?;
-    let payload = serde_json::json!({ "dm_id": dm_id, "message_id": message.id, "seq": seq });
-    realtime::commit_with_event(tx, pool, &members, Some(("message", payload))).await?;
-    Ok(message)
+    let outcome: String = row.try_get("outcome")?;
+    match outcome.as_str() {
+        "sent" => {
+            let members: Vec<Uuid> = row.try_get("members")?;
+            let message = Message::from_row(&row)?;
+            realtime::wake(pool, &members).await;
+            Ok(message)
+        }
+        // A retry after the first attempt committed: the same message.
+        "existing" => Ok(Message::from_row(&row)?),
+        "client_id_used" => Err(AppError::BadRequest(
+            "client_id was already used for another DM.".into(),
+        )),
+        "not_found" => Err(AppError::NotFound),
+        "not_active" => Err(AppError::Conflict(
+            "Messages can be sent once both have accepted.".into(),
+        )),
+        "blocked" => Err(AppError::Forbidden),
+        other => {
+            tracing::error!(outcome = other, "send_message: unknown outcome");
+            Err(AppError::Internal)
+        }
+    }
 }
 
 /// Messages of DM `dm_id` in `seq` order: after `after_seq` (the oldest

@@ -162,7 +162,9 @@ impl Hub {
     /// all of this process's streams of that user: one stream reads the log
     /// while the others wait, then take what it read from [`Feed`]'s tail.
     /// So a message to a user with many open streams costs one query, and
-    /// idle streams look at the log once per user per half [`POLL`].
+    /// idle streams look at the log once per user per half [`POLL`]. A read
+    /// that found [`Page::pending`] events is not shared: the next one asks
+    /// the log again.
     ///
     /// # Errors
     /// The database error.
@@ -171,7 +173,7 @@ impl Hub {
         pool: &PgPool,
         user: Uuid,
         cursor: Cursor,
-    ) -> Result<Vec<Delivered>, sqlx::Error> {
+    ) -> Result<Page, sqlx::Error> {
         let feed = self.feed(user);
         let mut tail = feed.tail.lock().await;
         let woken = *feed.wake.borrow();
@@ -181,16 +183,19 @@ impl Hub {
         let fresh =
             tail.read_gen == woken && tail.read_at.is_some_and(|at| at.elapsed() < POLL / 2);
         if covered && (Some(cursor) < last || fresh) {
-            return Ok(tail.after(cursor));
+            return Ok(Page {
+                events: tail.after(cursor),
+                pending: false,
+            });
         }
         let page = events_after(pool, user, &cursor).await?;
         if covered {
             let last = last.unwrap_or(cursor);
             tail.events
-                .extend(page.iter().filter(|e| e.cursor > last).cloned());
+                .extend(page.events.iter().filter(|e| e.cursor > last).cloned());
         } else if last.is_none_or(|last| cursor > last) {
             tail.base = Some(cursor);
-            tail.events = page.iter().cloned().collect();
+            tail.events = page.events.iter().cloned().collect();
         } else {
             // An older position than the tail: answer without keeping it.
             return Ok(page);
@@ -201,7 +206,7 @@ impl Hub {
             }
         }
         tail.read_gen = woken;
-        tail.read_at = Some(std::time::Instant::now());
+        tail.read_at = (!page.pending).then(std::time::Instant::now);
         Ok(page)
     }
 
@@ -364,21 +369,41 @@ pub struct Delivered {
     pub payload: serde_json::Value,
 }
 
-/// The settled events of `user` after `after`, oldest first, at most 100.
+/// What one read of a user's log found.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// The settled events after the cursor, oldest first, at most [`PAGE`].
+    pub events: Vec<Delivered>,
+    /// The user has committed events that are not settled yet: an older
+    /// transaction is still running, so they cannot be delivered in order
+    /// yet. Read again shortly instead of waiting for the next wake-up (the
+    /// older transaction's own wake-up may be for other users).
+    pub pending: bool,
+}
+
+/// The settled events of `user` after `after`, oldest first, at most
+/// [`PAGE`]; and whether committed events wait behind a running
+/// transaction ([`Page::pending`]). One query.
 ///
 /// # Errors
 /// The database error.
-pub async fn events_after(
-    pool: &PgPool,
-    user: Uuid,
-    after: &Cursor,
-) -> Result<Vec<Delivered>, sqlx::Error> {
-    let rows: Vec<(String, i64, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT tx_id::text AS tx, id, kind, payload FROM events
-         WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-           AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
-         ORDER BY tx_id, id LIMIT $4",
+pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<Page, sqlx::Error> {
+    type Row = (
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<serde_json::Value>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "(SELECT tx_id::text AS tx, id, kind, payload FROM events
+          WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
+            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
+          ORDER BY tx_id, id LIMIT $4)
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL
+          WHERE EXISTS (SELECT 1 FROM events WHERE user_id = $1
+                          AND tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
     )
     .bind(user)
     .bind(after.tx_id.to_string())
@@ -387,14 +412,19 @@ pub async fn events_after(
     .bind(TYPING_TTL.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(tx_id, id, kind, payload)| Delivered {
-            cursor: Cursor::from_row(&tx_id, id),
-            kind,
-            payload,
-        })
-        .collect())
+    let mut page = Page::default();
+    for row in rows {
+        match row {
+            (Some(tx_id), Some(id), Some(kind), Some(payload)) => page.events.push(Delivered {
+                cursor: Cursor::from_row(&tx_id, id),
+                kind,
+                payload,
+            }),
+            _ => page.pending = true,
+        }
+    }
+    page.events.sort_by_key(|e| e.cursor);
+    Ok(page)
 }
 
 /// Whether a stream resuming after `cursor` must resync instead: the log
@@ -427,8 +457,15 @@ struct StreamState {
     wake: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
     buffer: VecDeque<Delivered>,
+    /// How long to wait before reading again while events are pending.
+    retry: Duration,
     _presence: Option<StreamGuard>,
 }
+
+/// The first and the longest wait of a stream whose user has events behind
+/// a running transaction ([`Page::pending`]).
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+const RETRY_LAST: Duration = Duration::from_millis(64);
 
 /// `GET /api/events`: the signed-in user's Server-Sent Events
 /// ([the SSE format](https://html.spec.whatwg.org/multipage/server-sent-events.html)).
@@ -482,6 +519,7 @@ pub async fn events(
         wake,
         closing: state.hub.closing.subscribe(),
         buffer,
+        retry: RETRY_FIRST,
         _presence: Some(presence),
     };
     let stream = futures::stream::unfold(start, move |mut st| {
@@ -498,10 +536,22 @@ pub async fn events(
                     return Some((Ok(sse), st));
                 }
                 match hub.read(&pool, me.id, st.cursor).await {
-                    Ok(page) if !page.is_empty() => st.buffer.extend(page),
-                    Ok(_) => {
+                    Ok(page) if !page.events.is_empty() => {
+                        st.retry = RETRY_FIRST;
+                        st.buffer.extend(page.events);
+                    }
+                    Ok(page) => {
+                        // Events behind a running transaction: look again
+                        // soon (1, 2, 4, … ms), else at the next wake-up.
+                        let wait = if page.pending {
+                            let wait = st.retry;
+                            st.retry = (st.retry * 2).min(RETRY_LAST);
+                            wait
+                        } else {
+                            POLL
+                        };
                         tokio::select! {
-                            _ = tokio::time::timeout(POLL, st.wake.changed()) => {}
+                            _ = tokio::time::timeout(wait, st.wake.changed()) => {}
                             _ = st.closing.wait_for(|closing| *closing) => return None,
                         }
                     }
