@@ -187,7 +187,18 @@ impl Application {
                 stopping.notify_one();
             }
         };
-        let server = axum::serve(listener, router)
+        // `into_make_service`: each connection gets a clone of the built
+        // router (a reference count). Serving the `Router` itself rebuilds
+        // every route for each connection (`with_state` per connection),
+        // tens of KiB per open event stream.
+        // TCP_NODELAY: a page streamed in several writes must not wait for
+        // the client's delayed ACK (Nagle's algorithm: ~40 ms stalls).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(signal)
             .into_future();
         let deadline = async {
