@@ -66,7 +66,12 @@ pub fn Sidebar() -> impl IntoView {
                 };
                 let dms = dms.await.unwrap_or_default();
                 let people = people.await.unwrap_or_default();
-                // What the lists say now is the latest presence.
+                // What the lists say now is the latest presence. Browser
+                // only: on the server the page's parts render on several
+                // threads at once, and a signal read while another thread
+                // writes it panics (reactive_graph takes its locks with
+                // `try_read`); the dots light up once the page hydrates.
+                #[cfg(feature = "hydrate")]
                 live.online.update(|online| {
                     for d in &dms {
                         online.insert(d.other_user.id, d.online);

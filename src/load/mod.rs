@@ -365,6 +365,8 @@ pub async fn render_chat(
         let page = client
             .get(&url)
             .header("cookie", format!("__session={}", reader.token))
+            // A page that never completes is an error, not a hang.
+            .timeout(Duration::from_secs(10))
             .send()
             .await
             .map_err(|e| setup("page", e))?
