@@ -34,53 +34,60 @@ RETURNS TABLE (
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    v_status  dm_status;
-    v_message messages%ROWTYPE;
-    v_members uuid[];
+    v_status      dm_status;
+    v_existing    uuid;
+    v_existing_dm uuid;
+    v_blocked     boolean;
+    v_members     uuid[];
+    v_message     messages%ROWTYPE;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_dm_id::text, 2));
-    SELECT d.status INTO v_status
-      FROM dms d JOIN dm_members m ON m.dm_id = d.id AND m.user_id = p_sender_id
+    -- Everything the checks need, in one statement, with the DM row locked
+    -- against a concurrent accept or decline.
+    SELECT d.status, prior.id, prior.dm_id,
+           EXISTS (SELECT 1 FROM blocks b JOIN dm_members o ON o.user_id = b.blocker_id
+                    WHERE o.dm_id = d.id AND o.user_id <> p_sender_id
+                      AND b.blocked_id = p_sender_id),
+           (SELECT array_agg(a.user_id) FROM dm_members a WHERE a.dm_id = d.id)
+      INTO v_status, v_existing, v_existing_dm, v_blocked, v_members
+      FROM dms d
+      JOIN dm_members m ON m.dm_id = d.id AND m.user_id = p_sender_id
+      LEFT JOIN messages prior ON prior.sender_id = p_sender_id AND prior.client_id = p_client_id
      WHERE d.id = p_dm_id
        FOR UPDATE OF d;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'not_found', NULL::uuid[], (NULL::messages).*;
-        RETURN;
-    END IF;
-    SELECT * INTO v_message FROM messages
-     WHERE sender_id = p_sender_id AND client_id = p_client_id;
-    IF FOUND THEN
-        IF v_message.dm_id = p_dm_id THEN
-            RETURN QUERY SELECT 'existing', NULL::uuid[], (v_message).*;
-        ELSE
-            RETURN QUERY SELECT 'client_id_used', NULL::uuid[], (NULL::messages).*;
-        END IF;
-        RETURN;
-    END IF;
-    IF v_status <> 'ACTIVE' THEN
+    ELSIF v_existing IS NOT NULL AND v_existing_dm = p_dm_id THEN
+        RETURN QUERY SELECT 'existing', NULL::uuid[], prior.* FROM messages prior
+                      WHERE prior.id = v_existing;
+    ELSIF v_existing IS NOT NULL THEN
+        RETURN QUERY SELECT 'client_id_used', NULL::uuid[], (NULL::messages).*;
+    ELSIF v_status <> 'ACTIVE' THEN
         RETURN QUERY SELECT 'not_active', NULL::uuid[], (NULL::messages).*;
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM blocks b JOIN dm_members o ON o.user_id = b.blocker_id
-                WHERE o.dm_id = p_dm_id AND o.user_id <> p_sender_id
-                  AND b.blocked_id = p_sender_id) THEN
+    ELSIF v_blocked THEN
         RETURN QUERY SELECT 'blocked', NULL::uuid[], (NULL::messages).*;
-        RETURN;
+    ELSE
+        -- The writes, in one statement: the next `seq`, the message, the
+        -- sender's read position (what I sent, I have read), the events.
+        WITH numbered AS (
+            UPDATE dms SET last_seq = last_seq + 1, updated_at = now()
+             WHERE id = p_dm_id
+            RETURNING last_seq
+        ), sent AS (
+            INSERT INTO messages (dm_id, seq, sender_id, body, client_id)
+            SELECT p_dm_id, numbered.last_seq, p_sender_id, p_body, p_client_id FROM numbered
+            RETURNING *
+        ), marked AS (
+            UPDATE dm_members SET last_read_seq = (SELECT sent.seq FROM sent)
+             WHERE dm_id = p_dm_id AND user_id = p_sender_id
+        ), logged AS (
+            INSERT INTO events (user_id, kind, payload)
+            SELECT member, 'message',
+                   jsonb_build_object('dm_id', p_dm_id, 'message_id', sent.id, 'seq', sent.seq)
+              FROM sent, unnest(v_members) AS member
+        )
+        SELECT * INTO v_message FROM sent;
+        RETURN QUERY SELECT 'sent', v_members, (v_message).*;
     END IF;
-    UPDATE dms SET last_seq = last_seq + 1, updated_at = now()
-     WHERE id = p_dm_id
-    RETURNING last_seq INTO v_message.seq;
-    INSERT INTO messages (dm_id, seq, sender_id, body, client_id)
-    VALUES (p_dm_id, v_message.seq, p_sender_id, p_body, p_client_id)
-    RETURNING * INTO v_message;
-    -- What I sent, I have read.
-    UPDATE dm_members SET last_read_seq = v_message.seq
-     WHERE dm_id = p_dm_id AND user_id = p_sender_id;
-    SELECT array_agg(user_id) INTO v_members FROM dm_members WHERE dm_id = p_dm_id;
-    INSERT INTO events (user_id, kind, payload)
-    SELECT unnest(v_members), 'message',
-           jsonb_build_object('dm_id', p_dm_id, 'message_id', v_message.id,
-                              'seq', v_message.seq);
-    RETURN QUERY SELECT 'sent', v_members, (v_message).*;
 END
 $$;

@@ -121,6 +121,35 @@ async fn refused_sends_change_nothing(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_client_id_used_in_one_dm_is_refused_in_another(pool: PgPool) {
+    let (state, ada, _, dm) = active(&pool).await;
+    let cy = person(&pool, "cy").await;
+    let other = call(
+        &state,
+        Some(&ada),
+        "dm/invite",
+        json!({ "other_user_id": cy.id }),
+    )
+    .await
+    .json();
+    call(
+        &state,
+        Some(&cy),
+        "dm/accept",
+        json!({ "dm_id": other["id"] }),
+    )
+    .await;
+    let client_id = Uuid::new_v4();
+    assert_eq!(
+        send(&state, &ada, &dm, "to bob", client_id).await.status,
+        StatusCode::OK
+    );
+    let reply = send(&state, &ada, &other["id"], "to cy", client_id).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(count(&pool).await, 1, "nothing stored for cy");
+}
+
+#[sqlx::test]
 async fn nothing_can_be_sent_before_the_dm_is_active(pool: PgPool) {
     let state = common::state(&pool);
     let (ada, bob) = (person(&pool, "ada").await, person(&pool, "bob").await);
