@@ -358,15 +358,17 @@ async fn head(pool: &PgPool, user: Uuid) -> Result<Cursor, sqlx::Error> {
     }))
 }
 
-/// One delivered event.
+/// One delivered event. Shared by all of a user's streams in this process
+/// (see [`Hub::read`]): copies are reference counts, and the payload is kept
+/// as the JSON text the streams send.
 #[derive(Debug, Clone)]
 pub struct Delivered {
     /// Where it is in the log.
     pub cursor: Cursor,
-    /// `message`, `dm` or `read`.
-    pub kind: String,
-    /// Ids only.
-    pub payload: serde_json::Value,
+    /// `message`, `dm`, `read`, `typing`, `presence` or `resync`.
+    pub kind: Arc<str>,
+    /// The payload as JSON text (ids only).
+    pub payload: Arc<str>,
 }
 
 /// What one read of a user's log found.
@@ -388,14 +390,9 @@ pub struct Page {
 /// # Errors
 /// The database error.
 pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<Page, sqlx::Error> {
-    type Row = (
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        Option<serde_json::Value>,
-    );
+    type Row = (Option<String>, Option<i64>, Option<String>, Option<String>);
     let rows: Vec<Row> = sqlx::query_as(
-        "(SELECT tx_id::text AS tx, id, kind, payload FROM events
+        "(SELECT tx_id::text AS tx, id, kind, payload::text FROM events
           WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
             AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
@@ -417,8 +414,8 @@ pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<P
         match row {
             (Some(tx_id), Some(id), Some(kind), Some(payload)) => page.events.push(Delivered {
                 cursor: Cursor::from_row(&tx_id, id),
-                kind,
-                payload,
+                kind: kind.into(),
+                payload: payload.into(),
             }),
             _ => page.pending = true,
         }
@@ -505,7 +502,7 @@ pub async fn events(
             let resync = resume.is_some().then(|| Delivered {
                 cursor: head,
                 kind: "resync".into(),
-                payload: serde_json::json!({}),
+                payload: "{}".into(),
             });
             (head, resync.into_iter().collect())
         }
@@ -531,8 +528,8 @@ pub async fn events(
                     st.cursor = event.cursor;
                     let sse = Event::default()
                         .id(event.cursor.to_string())
-                        .event(event.kind)
-                        .data(event.payload.to_string());
+                        .event(&*event.kind)
+                        .data(&*event.payload);
                     return Some((Ok(sse), st));
                 }
                 match hub.read(&pool, me.id, st.cursor).await {
