@@ -21,6 +21,7 @@ use super::{
     read_receipt, send_message,
 };
 use crate::{
+    error::AppError,
     realtime::{Live, LiveEvent, typing},
     users::User,
 };
@@ -205,22 +206,20 @@ impl Default for ThreadState {
 /// An ACTIVE DM with `other`: the thread and the composer, kept in `state`.
 #[component]
 pub fn Conversation(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoView {
-    // Two resources, so that both requests run at once.
-    let newest = Resource::new(
+    let first = Resource::new(
         || (),
-        move |_| async move { list_messages(dm_id, None, None, Some(PAGE)).await },
+        move |_| async move {
+            let messages = list_messages(dm_id, None, None, Some(PAGE)).await?;
+            let receipt = read_receipt(dm_id).await?;
+            Ok::<_, AppError>((messages, receipt.seq))
+        },
     );
-    let receipt = Resource::new(|| (), move |_| async move { read_receipt(dm_id).await });
     view! {
         <Suspense fallback=|| view! { <p class="muted">"Loading messages…"</p> }>
             {move || {
                 let other = other.clone();
                 Suspend::new(async move {
-                let first = match (newest.await, receipt.await) {
-                    (Ok(messages), Ok(receipt)) => Ok((messages, receipt.seq)),
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                };
-                match first {
+                match first.await {
                     Ok((messages, other_read)) => {
                         state.load(dm_id, messages, other_read);
                         view! { <Thread dm_id other=other.clone() me state /> }.into_any()
