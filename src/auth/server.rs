@@ -646,28 +646,13 @@ fn refresh_page(publishable_key: &str, host: &str, css: &str) -> axum::response:
 /// [`AppError::Unauthorized`] without a valid session;
 /// [`AppError::Internal`] when the database fails.
 pub async fn current_user() -> Result<User, AppError> {
-    let known = leptos::prelude::use_context::<RequestUser>();
-    if let Some(user) = known.as_ref().and_then(|known| known.0.get()) {
-        return Ok(user.clone());
-    }
     let state = AppState::current()?;
     let mut parts = leptos::prelude::use_context::<Parts>().ok_or(AppError::Internal)?;
-    let user = CurrentUser::from_request_parts(&mut parts, &state)
+    CurrentUser::from_request_parts(&mut parts, &state)
         .await
         .map(|CurrentUser(user)| user)
-        .map_err(crate::error::respond)?;
-    if let Some(known) = known {
-        let _ = known.0.set(user.clone());
-    }
-    Ok(user)
+        .map_err(crate::error::respond)
 }
-
-/// The signed-in user of one request, once [`current_user`] found them: a
-/// page calls several server functions while it renders, and each would
-/// otherwise look the user up again. Provided per request (the router's
-/// Leptos context); refusals are not kept.
-#[derive(Clone, Debug, Default)]
-pub struct RequestUser(std::sync::Arc<std::sync::OnceLock<User>>);
 
 /// Refuses state-changing requests from other origins (DESIGN §6): a
 /// `POST`/`PUT`/`PATCH`/`DELETE` under `/api/` whose `Origin` header is set

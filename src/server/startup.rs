@@ -234,12 +234,7 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
         .route("/api/events", get(crate::realtime::server::events))
         .route("/api/avatars/{user_id}", get(crate::users::server::avatar))
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            || leptos::prelude::provide_context(auth::server::RequestUser::default()),
-            move || shell(leptos_options.clone()),
-        )
+        .leptos_routes_with_context(&state, routes, || (), move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
