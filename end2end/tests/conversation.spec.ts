@@ -24,7 +24,7 @@ test("unread counts in the sidebar and the title, Seen, typing and presence", as
 
   // Reading clears both, and Ada sees **Seen** under her last message.
   await openChat(bob, ada);
-  expect(await messageTexts(bob)).toEqual(["First", "Second"]);
+  await expect.poll(() => messageTexts(bob)).toEqual(["First", "Second"]);
   await expect(bob.page).toHaveTitle("Knock");
   await expect(bob.page.getByLabel(/unread/)).toHaveCount(0);
   const seen = ada.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "Second" }).getByText("Seen", { exact: true });
