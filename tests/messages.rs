@@ -12,26 +12,32 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Ada and Bob with an ACTIVE DM; returns its id.
-async fn active(pool: &PgPool) -> (AppState, Person, Person, Value) {
-    let state = common::state(pool);
-    let (ada, bob) = (person(pool, "ada").await, person(pool, "bob").await);
+/// `inviter` invites `invitee`, who accepts; returns the DM's id.
+async fn accepted_dm(state: &AppState, inviter: &Person, invitee: &Person) -> Value {
     let dm = call(
-        &state,
-        Some(&ada),
+        state,
+        Some(inviter),
         "dm/invite",
-        json!({ "other_user_id": bob.id }),
+        json!({ "other_user_id": invitee.id }),
     )
     .await
     .json();
     call(
-        &state,
-        Some(&bob),
+        state,
+        Some(invitee),
         "dm/accept",
         json!({ "dm_id": dm["id"] }),
     )
     .await;
-    (state, ada, bob, dm["id"].clone())
+    dm["id"].clone()
+}
+
+/// Ada and Bob with an ACTIVE DM; returns its id.
+async fn active(pool: &PgPool) -> (AppState, Person, Person, Value) {
+    let state = common::state(pool);
+    let (ada, bob) = (person(pool, "ada").await, person(pool, "bob").await);
+    let dm = accepted_dm(&state, &ada, &bob).await;
+    (state, ada, bob, dm)
 }
 
 async fn send(
@@ -124,27 +130,13 @@ async fn refused_sends_change_nothing(pool: PgPool) {
 async fn a_client_id_used_in_one_dm_is_refused_in_another(pool: PgPool) {
     let (state, ada, _, dm) = active(&pool).await;
     let cy = person(&pool, "cy").await;
-    let other = call(
-        &state,
-        Some(&ada),
-        "dm/invite",
-        json!({ "other_user_id": cy.id }),
-    )
-    .await
-    .json();
-    call(
-        &state,
-        Some(&cy),
-        "dm/accept",
-        json!({ "dm_id": other["id"] }),
-    )
-    .await;
+    let other = accepted_dm(&state, &ada, &cy).await;
     let client_id = Uuid::new_v4();
     assert_eq!(
         send(&state, &ada, &dm, "to bob", client_id).await.status,
         StatusCode::OK
     );
-    let reply = send(&state, &ada, &other["id"], "to cy", client_id).await;
+    let reply = send(&state, &ada, &other, "to cy", client_id).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
     assert_eq!(count(&pool).await, 1, "nothing stored for cy");
 }
