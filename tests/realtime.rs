@@ -8,6 +8,7 @@ use std::time::Duration;
 use figment::providers::Serialized;
 use knock::{
     auth::server::SessionKeys,
+    realtime::server::POLL,
     server::{config::Settings, startup::Application},
     users::server::{ClerkUser, upsert_from_clerk},
 };
@@ -145,8 +146,15 @@ async fn next_any(rx: &mut mpsc::UnboundedReceiver<Sse>, within: Duration) -> Ss
 
 /// The next event that is not `presence`.
 async fn next(rx: &mut mpsc::UnboundedReceiver<Sse>) -> Sse {
+    next_within(rx, Duration::from_secs(10)).await
+}
+
+/// The next event that is not `presence`, arriving `within` from now.
+async fn next_within(rx: &mut mpsc::UnboundedReceiver<Sse>, within: Duration) -> Sse {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        let event = next_any(rx, Duration::from_secs(10)).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = next_any(rx, left).await;
         if event.1 != "presence" {
             return event;
         }
@@ -265,7 +273,8 @@ async fn two_instances_on_one_database_deliver_to_each_others_clients(
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
 
-    // Bob listens on instance two; Ada acts through instance one.
+    // Bob listens on instance two; Ada acts through instance one. The
+    // NOTIFY wakes Bob's stream: it does not wait for its next poll.
     let (mut bobs, _stream) = subscribe(&two.base, &bob_token, None).await;
     let dm = call(
         &one.base,
@@ -274,7 +283,7 @@ async fn two_instances_on_one_database_deliver_to_each_others_clients(
         json!({ "other_user_id": bob }),
     )
     .await;
-    let (_, event, data) = next(&mut bobs).await;
+    let (_, event, data) = next_within(&mut bobs, POLL / 2).await;
     assert_eq!((event.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
 }
 

@@ -160,7 +160,7 @@ pub async fn invite(other_user_id: Uuid) -> Result<Dm, AppError> {
 pub async fn accept(dm_id: Uuid) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::answer(&state.pool, me.id, dm_id, server::Answer::Accept)
+    server::answer(&state, me.id, dm_id, server::Answer::Accept)
         .await
         .map_err(crate::error::respond)
 }
@@ -173,7 +173,7 @@ pub async fn accept(dm_id: Uuid) -> Result<Dm, AppError> {
 pub async fn decline(dm_id: Uuid) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::answer(&state.pool, me.id, dm_id, server::Answer::Decline)
+    server::answer(&state, me.id, dm_id, server::Answer::Decline)
         .await
         .map_err(crate::error::respond)
 }
@@ -234,10 +234,10 @@ pub async fn dm_form(
     let result = match (action.as_str(), dm_id) {
         ("invite", _) => server::invite(&state, me.id, other_user_id).await,
         ("accept", Some(dm_id)) => {
-            server::answer(&state.pool, me.id, dm_id, server::Answer::Accept).await
+            server::answer(&state, me.id, dm_id, server::Answer::Accept).await
         }
         ("decline", Some(dm_id)) => {
-            server::answer(&state.pool, me.id, dm_id, server::Answer::Decline).await
+            server::answer(&state, me.id, dm_id, server::Answer::Decline).await
         }
         _ => Err(AppError::BadRequest("unknown action".into())),
     };

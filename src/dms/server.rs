@@ -115,7 +115,7 @@ pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppEr
     // Only a change is news; an unchanged DM (see the table) is not.
     let event =
         (before.as_ref() != Some(&dm)).then(|| ("dm", serde_json::json!({ "dm_id": dm.id })));
-    realtime::commit_with_event(tx, pool, &recipients, event).await?;
+    realtime::commit_with_event(tx, &state.hub.wakeups, &recipients, event).await?;
     Ok(dm)
 }
 
@@ -214,8 +214,13 @@ pub enum Answer {
 /// 404 when the DM does not exist or `me` is not in it (never revealing
 /// which); 409 when it is not an invite pending on `me`.
 #[tracing::instrument(skip_all, fields(%me, %dm_id, ?answer))]
-pub async fn answer(pool: &PgPool, me: Uuid, dm_id: Uuid, answer: Answer) -> Result<Dm, AppError> {
-    let mut tx = pool.begin().await?;
+pub async fn answer(
+    state: &AppState,
+    me: Uuid,
+    dm_id: Uuid,
+    answer: Answer,
+) -> Result<Dm, AppError> {
+    let mut tx = state.pool.begin().await?;
     let dm: Option<Dm> =
         sqlx::query_as("SELECT id, status, invited_by_user_id FROM dms WHERE id = $1 FOR UPDATE")
             .bind(dm_id)
@@ -257,7 +262,7 @@ pub async fn answer(pool: &PgPool, me: Uuid, dm_id: Uuid, answer: Answer) -> Res
     .await?;
     let recipients = [me, dm.invited_by_user_id];
     let event = ("dm", serde_json::json!({ "dm_id": dm.id }));
-    realtime::commit_with_event(tx, pool, &recipients, Some(event)).await?;
+    realtime::commit_with_event(tx, &state.hub.wakeups, &recipients, Some(event)).await?;
     Ok(dm)
 }
 

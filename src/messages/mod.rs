@@ -45,7 +45,7 @@ pub struct Message {
 pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::send(&state.pool, me.id, dm_id, &body, client_id)
+    server::send(&state, me.id, dm_id, &body, client_id)
         .await
         .map_err(crate::error::respond)
 }
@@ -64,7 +64,7 @@ pub async fn send_message_form(
 ) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    let message = server::send(&state.pool, me.id, dm_id, &body, Uuid::new_v4())
+    let message = server::send(&state, me.id, dm_id, &body, Uuid::new_v4())
         .await
         .map_err(crate::error::respond)?;
     leptos_axum::redirect(&format!("/chat/{other_user_id}"));
@@ -98,7 +98,7 @@ pub async fn list_messages(
 pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::read(&state.pool, me.id, dm_id, seq)
+    server::read(&state, me.id, dm_id, seq)
         .await
         .map_err(crate::error::respond)
 }
@@ -113,7 +113,7 @@ pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
 pub async fn edit_message(message_id: Uuid, body: String) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::edit(&state.pool, me.id, message_id, Some(&body))
+    server::edit(&state, me.id, message_id, Some(&body))
         .await
         .map_err(crate::error::respond)
 }
@@ -128,7 +128,7 @@ pub async fn edit_message(message_id: Uuid, body: String) -> Result<Message, App
 pub async fn delete_message(message_id: Uuid) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::edit(&state.pool, me.id, message_id, None)
+    server::edit(&state, me.id, message_id, None)
         .await
         .map_err(crate::error::respond)
 }

@@ -6,7 +6,9 @@ use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use super::Message;
-use crate::{dms::DmStatus, error::AppError, realtime::server as realtime};
+use crate::{
+    dms::DmStatus, error::AppError, realtime::server as realtime, server::state::AppState,
+};
 
 /// The most characters a message may have after trimming.
 pub const MAX_CHARS: usize = 4000;
@@ -49,7 +51,7 @@ const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
 /// other member blocked `me`.
 #[tracing::instrument(skip_all, fields(%me, %dm_id))]
 pub async fn send(
-    pool: &PgPool,
+    state: &AppState,
     me: Uuid,
     dm_id: Uuid,
     body: &str,
@@ -65,14 +67,14 @@ pub async fn send(
     .bind(me)
     .bind(body)
     .bind(client_id)
-    .fetch_one(pool)
+    .fetch_one(&state.pool)
     .await?;
     let outcome: String = row.try_get("outcome")?;
     match outcome.as_str() {
         "sent" => {
             let members: Vec<Uuid> = row.try_get("members")?;
             let message = Message::from_row(&row)?;
-            realtime::wake(pool, &members).await;
+            state.hub.wakeups.wake(&members);
             Ok(message)
         }
         // A retry after the first attempt committed: the same message.
@@ -149,8 +151,8 @@ pub async fn list(
 ///
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it.
-pub async fn read(pool: &PgPool, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), AppError> {
-    let mut tx = pool.begin().await?;
+pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), AppError> {
+    let mut tx = state.pool.begin().await?;
     let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
         .bind(dm_id)
         .fetch_all(&mut *tx)
@@ -175,7 +177,7 @@ pub async fn read(pool: &PgPool, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), 
             serde_json::json!({ "dm_id": dm_id, "user_id": me, "seq": seq }),
         )
     });
-    realtime::commit_with_event(tx, pool, &members, event).await?;
+    realtime::commit_with_event(tx, &state.hub.wakeups, &members, event).await?;
     Ok(())
 }
 
@@ -190,13 +192,13 @@ pub async fn read(pool: &PgPool, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), 
 /// (edit) or the DM is not ACTIVE.
 #[tracing::instrument(skip_all, fields(%me, %message_id))]
 pub async fn edit(
-    pool: &PgPool,
+    state: &AppState,
     me: Uuid,
     message_id: Uuid,
     body: Option<&str>,
 ) -> Result<Message, AppError> {
     let body = body.map(check_body).transpose()?;
-    let mut tx = pool.begin().await?;
+    let mut tx = state.pool.begin().await?;
     let found: Option<(Uuid, Uuid, DmStatus, bool)> = sqlx::query_as(
         "SELECT m.dm_id, m.sender_id, d.status, m.deleted_at IS NOT NULL FROM messages m
          JOIN dms d ON d.id = m.dm_id
@@ -250,7 +252,8 @@ pub async fn edit(
         .await?;
     let payload =
         serde_json::json!({ "dm_id": dm_id, "message_id": message.id, "seq": message.seq });
-    realtime::commit_with_event(tx, pool, &members, Some(("message", payload))).await?;
+    realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(("message", payload)))
+        .await?;
     Ok(message)
 }
 

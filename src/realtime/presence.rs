@@ -19,7 +19,7 @@ use std::{
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::server::commit_with_event;
+use super::server::{Wakeups, commit_with_event};
 
 /// How often an instance says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -62,7 +62,7 @@ async fn lock_user(tx: &mut Transaction<'_, Postgres>, user: Uuid) -> Result<boo
 /// to what it is now, tells their partners.
 async fn finish(
     mut tx: Transaction<'_, Postgres>,
-    pool: &PgPool,
+    wakeups: &Wakeups,
     user: Uuid,
     before: bool,
 ) -> Result<(), sqlx::Error> {
@@ -75,28 +75,30 @@ async fn finish(
     }
     let recipients = partners(&mut tx, user).await?;
     let payload = serde_json::json!({ "user_id": user, "online": now });
-    commit_with_event(tx, pool, &recipients, Some(("presence", payload))).await
+    commit_with_event(tx, wakeups, &recipients, Some(("presence", payload))).await
 }
 
 /// This instance's presence bookkeeping.
 #[derive(Debug)]
 pub struct Presence {
     instance: Uuid,
+    wakeups: Arc<Wakeups>,
     /// Open streams per user here; the database hears only of the first
     /// and the last.
     local: Mutex<HashMap<Uuid, u32>>,
 }
 
-impl Default for Presence {
-    fn default() -> Self {
+impl Presence {
+    /// No streams yet; presence changes wake their recipients through
+    /// `wakeups`, and this instance is `wakeups.instance` in the database.
+    pub fn new(wakeups: Arc<Wakeups>) -> Self {
         Self {
-            instance: Uuid::new_v4(),
+            instance: wakeups.instance,
+            wakeups,
             local: Mutex::default(),
         }
     }
-}
 
-impl Presence {
     /// A stream of `user` opened here; the returned guard closes it when
     /// dropped.
     ///
@@ -181,7 +183,7 @@ impl Presence {
                 .execute(&mut *tx)
                 .await?;
         }
-        finish(tx, pool, user, before).await
+        finish(tx, &self.wakeups, user, before).await
     }
 
     /// Forever: beats every [`HEARTBEAT`] and sweeps instances silent for
@@ -248,7 +250,7 @@ impl Presence {
             let mut tx = pool.begin().await?;
             lock_user(&mut tx, user).await?;
             // Those streams counted until a moment ago.
-            finish(tx, pool, user, true).await?;
+            finish(tx, &self.wakeups, user, true).await?;
         }
         Ok(())
     }

@@ -1,16 +1,18 @@
 //! Real-time delivery: a durable per-user event log, Postgres
 //! `LISTEN/NOTIFY` to wake every instance, and the SSE endpoint.
 //!
-//! Writers call [`record`] inside their transaction and [`wake`] after
-//! commit (a NOTIFY of its own, outside the data transaction: DESIGN §8).
-//! Each process runs one [`Hub`] with one `PgListener`; a notification
-//! carries only user ids. Each SSE connection reads its user's events from
-//! the log in commit-safe order (see the `events` migration), so a lost
-//! wake-up only delays delivery until the next poll ([`POLL`]) and a
-//! reconnect with `Last-Event-ID` replays exactly what was missed.
+//! Writers call [`record`] inside their transaction and [`Wakeups::wake`]
+//! after commit (both through [`commit_with_event`]): every instance's
+//! streams are woken by a coalesced NOTIFY of its own, outside the data
+//! transaction (DESIGN §8). Each process runs one [`Hub`] with one
+//! `PgListener`; a notification carries only user ids.
+//! Each SSE connection reads its user's events from the log in commit-safe
+//! order (see the `events` migration), so a lost wake-up only delays
+//! delivery until the next poll ([`POLL`]) and a reconnect with
+//! `Last-Event-ID` replays exactly what was missed.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
@@ -24,7 +26,7 @@ use axum::{
 use futures::Stream;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::presence::{Presence, StreamGuard};
@@ -68,32 +70,15 @@ pub async fn record(
     Ok(())
 }
 
-/// After commit: wakes the streams of `recipients` on every instance. A
-/// failure is logged, not returned: the streams poll the log anyway.
-pub async fn wake(pool: &PgPool, recipients: &[Uuid]) {
-    let ids = recipients
-        .iter()
-        .map(Uuid::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(ids)
-        .execute(pool)
-        .await
-    {
-        tracing::warn!(%error, "could not NOTIFY; streams will catch up by polling");
-    }
-}
-
 /// Ends a change: records the event (when there is one) in `tx`, commits,
-/// then wakes the recipients. With `None` it only commits.
+/// then wakes the recipients ([`Wakeups::wake`]). With `None` it only
+/// commits.
 ///
 /// # Errors
 /// The database error of the insert or the commit.
 pub async fn commit_with_event(
     mut tx: Transaction<'_, Postgres>,
-    pool: &PgPool,
+    wakeups: &Wakeups,
     recipients: &[Uuid],
     event: Option<(&str, serde_json::Value)>,
 ) -> Result<(), sqlx::Error> {
@@ -102,15 +87,148 @@ pub async fn commit_with_event(
     };
     record(&mut tx, recipients, kind, payload).await?;
     tx.commit().await?;
-    wake(pool, recipients).await;
+    wakeups.wake(recipients);
     Ok(())
 }
 
-/// This process's real-time state: one `watch` channel per user with open
-/// streams (the wake-ups), presence bookkeeping, and the typing throttle.
+/// The most user ids in one NOTIFY payload: 36 characters and a comma each,
+/// well under Postgres's 8000-byte limit on a payload.
+const IDS_PER_NOTIFY: usize = 200;
+
+/// This process's wake-ups: the users with streams open here, and the
+/// recipients that the instances (this one too) still have to hear of.
+///
+/// A writer calls [`Wakeups::wake`] after its commit: the ids go into an
+/// outbox that [`Wakeups::notify_forever`] sends as NOTIFYs of their own,
+/// outside any data transaction (a NOTIFY takes a global lock at commit,
+/// DESIGN §8). While one NOTIFY is on its way, further wake-ups gather, so
+/// under load one NOTIFY carries many of them. A payload is
+/// `"{user_id},{user_id},…"`. This process's own streams are woken through
+/// its listener too, not at the commit: a read at once would mostly find
+/// the new events behind other senders' transactions that are still
+/// running, and poll again (see [`Page::pending`]).
+#[derive(Debug)]
+pub struct Wakeups {
+    /// This process, as the `instances` table names it.
+    pub instance: Uuid,
+    users: Mutex<HashMap<Uuid, Arc<Feed>>>,
+    outbox: Mutex<HashSet<Uuid>>,
+    outbox_ready: Notify,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Self {
+            instance: Uuid::new_v4(),
+            users: Mutex::default(),
+            outbox: Mutex::default(),
+            outbox_ready: Notify::new(),
+        }
+    }
+}
+
+impl Wakeups {
+    /// After commit: wakes the streams of `recipients` on every instance
+    /// with the next NOTIFY. Never fails: a lost wake-up only waits for the
+    /// streams' next look at the log ([`POLL`]).
+    pub fn wake(&self, recipients: &[Uuid]) {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(recipients);
+        self.outbox_ready.notify_one();
+    }
+
+    fn wake_here(&self, user: Uuid) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(feed) = users.get(&user) {
+            if feed.wake.receiver_count() == 0 {
+                users.remove(&user);
+            } else {
+                feed.wake.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    fn wake_all_here(&self) {
+        let users: Vec<Uuid> = self
+            .users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for user in users {
+            self.wake_here(user);
+        }
+    }
+
+    fn feed(&self, user: Uuid) -> Arc<Feed> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.entry(user).or_default().clone()
+    }
+
+    /// Forgets users with no open stream here (and their tails).
+    fn forget_idle(&self) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.retain(|_, feed| feed.wake.receiver_count() > 0);
+    }
+
+    /// Sends what the outbox holds as NOTIFYs on [`CHANNEL`]: one round
+    /// trip, at most [`IDS_PER_NOTIFY`] ids per payload.
+    ///
+    /// # Errors
+    /// The database error; those ids are then dropped (the other instances'
+    /// streams find the events at their next poll).
+    pub async fn flush(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let users: Vec<Uuid> = {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *outbox).into_iter().collect()
+        };
+        if users.is_empty() {
+            return Ok(());
+        }
+        let payloads: Vec<String> = users
+            .chunks(IDS_PER_NOTIFY)
+            .map(|chunk| {
+                let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+                ids.join(",")
+            })
+            .collect();
+        sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+            .bind(CHANNEL)
+            .bind(payloads)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forever: [`Wakeups::flush`] whenever the outbox has ids.
+    pub async fn notify_forever(self: Arc<Self>, pool: PgPool) {
+        loop {
+            self.outbox_ready.notified().await;
+            if let Err(error) = self.flush(&pool).await {
+                tracing::warn!(%error, "could not NOTIFY; streams will catch up by polling");
+            }
+        }
+    }
+
+    /// Wakes this process's streams of the users a NOTIFY payload names.
+    fn on_notification(&self, payload: &str) {
+        for id in payload.split(',') {
+            if let Ok(user) = id.parse() {
+                self.wake_here(user);
+            }
+        }
+    }
+}
+
+/// This process's real-time state: the wake-ups ([`Wakeups`]), presence
+/// bookkeeping, and the typing throttle.
 #[derive(Debug)]
 pub struct Hub {
-    users: Mutex<HashMap<Uuid, Arc<Feed>>>,
+    /// Wake-ups of this process's streams, here and through NOTIFY.
+    pub wakeups: Arc<Wakeups>,
     /// Open streams of this instance (see [`Presence`]).
     pub presence: Arc<Presence>,
     typing: DefaultKeyedRateLimiter<(Uuid, Uuid)>,
@@ -119,9 +237,10 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
+        let wakeups = Arc::new(Wakeups::default());
         Self {
-            users: Mutex::default(),
-            presence: Arc::default(),
+            presence: Arc::new(Presence::new(wakeups.clone())),
+            wakeups,
             closing: watch::channel(false).0,
             typing: RateLimiter::keyed(
                 Quota::with_period(TYPING_THROTTLE).expect("a non-zero period"),
@@ -139,23 +258,7 @@ impl Hub {
 
     /// A receiver that changes whenever `user` is woken.
     pub fn subscribe(&self, user: Uuid) -> watch::Receiver<u64> {
-        self.feed(user).wake.subscribe()
-    }
-
-    fn feed(&self, user: Uuid) -> Arc<Feed> {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.entry(user).or_default().clone()
-    }
-
-    fn wake_user(&self, user: Uuid) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(feed) = users.get(&user) {
-            if feed.wake.receiver_count() == 0 {
-                users.remove(&user);
-            } else {
-                feed.wake.send_modify(|n| *n = n.wrapping_add(1));
-            }
-        }
+        self.wakeups.feed(user).wake.subscribe()
     }
 
     /// `user`'s settled events after `cursor` (at most [`PAGE`]), shared by
@@ -174,7 +277,7 @@ impl Hub {
         user: Uuid,
         cursor: Cursor,
     ) -> Result<Page, sqlx::Error> {
-        let feed = self.feed(user);
+        let feed = self.wakeups.feed(user);
         let mut tail = feed.tail.lock().await;
         let woken = *feed.wake.borrow();
         let last = tail.last();
@@ -212,21 +315,7 @@ impl Hub {
 
     /// Forgets users with no open stream here (and their tails).
     pub fn forget_idle(&self) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.retain(|_, feed| feed.wake.receiver_count() > 0);
-    }
-
-    fn wake_all(&self) {
-        let users: Vec<Uuid> = self
-            .users
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        for user in users {
-            self.wake_user(user);
-        }
+        self.wakeups.forget_idle();
     }
 
     /// Listens on [`CHANNEL`] forever, reconnecting after errors; after a
@@ -238,15 +327,11 @@ impl Hub {
                     if let Err(error) = listener.listen(CHANNEL).await {
                         tracing::warn!(%error, "LISTEN failed");
                     } else {
-                        self.wake_all();
+                        self.wakeups.wake_all_here();
                         loop {
                             match listener.recv().await {
                                 Ok(notification) => {
-                                    for id in notification.payload().split(',') {
-                                        if let Ok(user) = id.parse() {
-                                            self.wake_user(user);
-                                        }
-                                    }
+                                    self.wakeups.on_notification(notification.payload());
                                 }
                                 Err(error) => {
                                     tracing::warn!(%error, "LISTEN connection lost; reconnecting");
@@ -585,7 +670,7 @@ pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppEr
     }
     let tx = state.pool.begin().await?;
     let payload = serde_json::json!({ "dm_id": dm_id, "user_id": me });
-    commit_with_event(tx, &state.pool, &[other], Some(("typing", payload))).await?;
+    commit_with_event(tx, &state.hub.wakeups, &[other], Some(("typing", payload))).await?;
     Ok(())
 }
 

@@ -124,6 +124,7 @@ impl Application {
             state.webhook_wakeup.clone(),
         ));
         tokio::spawn(state.hub.clone().listen(state.pool.clone()));
+        tokio::spawn(state.hub.wakeups.clone().notify_forever(state.pool.clone()));
         tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
         tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
         {
@@ -213,6 +214,11 @@ impl Application {
             }
         };
         hub.presence.leave(&database.pool).await;
+        // The other instances hear of this one's last changes (its users
+        // going offline) before the pool closes.
+        if let Err(error) = hub.wakeups.flush(&database.pool).await {
+            tracing::warn!(%error, "could not NOTIFY on shutdown");
+        }
         database.shutdown().await;
         result
     }
