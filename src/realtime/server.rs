@@ -278,20 +278,37 @@ impl Hub {
         cursor: Cursor,
     ) -> Result<Page, sqlx::Error> {
         let feed = self.wakeups.feed(user);
-        let mut tail = feed.tail.lock().await;
-        let woken = *feed.wake.borrow();
-        let last = tail.last();
-        let covered =
-            tail.base.is_some_and(|base| base <= cursor) && last.is_some_and(|l| cursor <= l);
-        let fresh =
-            tail.read_gen == woken && tail.read_at.is_some_and(|at| at.elapsed() < POLL / 2);
-        if covered && (Some(cursor) < last || fresh) {
-            return Ok(Page {
-                events: tail.after(cursor),
-                pending: false,
-            });
-        }
+        let (woken, covered, last) = loop {
+            let read_done = {
+                let mut tail = feed.tail.lock().unwrap_or_else(|e| e.into_inner());
+                let woken = *feed.wake.borrow();
+                let last = tail.last();
+                let covered = tail.base.is_some_and(|base| base <= cursor)
+                    && last.is_some_and(|l| cursor <= l);
+                let fresh = tail.read_gen == woken
+                    && tail.read_at.is_some_and(|at| at.elapsed() < POLL / 2);
+                if covered && (Some(cursor) < last || fresh) {
+                    return Ok(Page {
+                        events: tail.after(cursor),
+                        pending: false,
+                    });
+                }
+                if !tail.reading {
+                    tail.reading = true;
+                    break (woken, covered, last);
+                }
+                // Another stream of this user is reading the log: wait for
+                // it, then look at the tail again. (A `Notified` made before
+                // the reader's `notify_waiters` is woken by it.)
+                feed.read_done.notified()
+            };
+            read_done.await;
+        };
+        // This stream reads for all of them; the guard lets the others go on
+        // when it is done, even if this future is dropped half way.
+        let _reading = Reading(&feed);
         let page = events_after(pool, user, &cursor).await?;
+        let mut tail = feed.tail.lock().unwrap_or_else(|e| e.into_inner());
         if covered {
             let last = last.unwrap_or(cursor);
             tail.events
@@ -385,18 +402,41 @@ impl std::fmt::Display for Cursor {
 const TAIL: usize = 64;
 
 /// One user's wake-ups and the newest part of their log, in this process.
+///
+/// The tail sits behind a plain mutex that is never held across an await:
+/// when a wake-up reaches many streams of the user, one of them reads the
+/// log ([`Tail::reading`]) and the others wait for [`Feed::read_done`],
+/// which wakes them all at once, so they copy from the tail side by side
+/// instead of taking turns at a lock.
 #[derive(Debug)]
 struct Feed {
     wake: watch::Sender<u64>,
-    tail: tokio::sync::Mutex<Tail>,
+    tail: Mutex<Tail>,
+    read_done: Notify,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Self {
             wake: watch::channel(0).0,
-            tail: tokio::sync::Mutex::default(),
+            tail: Mutex::default(),
+            read_done: Notify::new(),
         }
+    }
+}
+
+/// Held by the stream that reads the log for its user's other streams;
+/// dropped, it lets them go on.
+struct Reading<'a>(&'a Feed);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0
+            .tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reading = false;
+        self.0.read_done.notify_waiters();
     }
 }
 
@@ -408,6 +448,8 @@ struct Tail {
     /// The wake-up count when the log was last read.
     read_gen: u64,
     read_at: Option<std::time::Instant>,
+    /// A stream is reading the log for this user now.
+    reading: bool,
 }
 
 impl Tail {
