@@ -180,7 +180,10 @@ impl Wakeups {
     /// # Errors
     /// The database error; those ids are then dropped (the other instances'
     /// streams find the events at their next poll).
-    pub async fn flush(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+    pub async fn flush<'c>(
+        &self,
+        db: impl sqlx::Executor<'c, Database = Postgres>,
+    ) -> Result<(), sqlx::Error> {
         let users: Vec<Uuid> = {
             let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *outbox).into_iter().collect()
@@ -198,17 +201,36 @@ impl Wakeups {
         sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
             .bind(CHANNEL)
             .bind(payloads)
-            .execute(pool)
+            .execute(db)
             .await?;
         Ok(())
     }
 
-    /// Forever: [`Wakeups::flush`] whenever the outbox has ids.
+    /// Forever: [`Wakeups::flush`] whenever the outbox has ids, on a
+    /// connection of its own (taken from the pool and detached from it), so
+    /// a wake-up never queues for a pooled connection behind the requests.
     pub async fn notify_forever(self: Arc<Self>, pool: PgPool) {
+        let mut connection: Option<sqlx::PgConnection> = None;
         loop {
             self.outbox_ready.notified().await;
-            if let Err(error) = self.flush(&pool).await {
+            if connection.is_none() {
+                match pool.acquire().await {
+                    Ok(conn) => connection = Some(conn.detach()),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot connect to NOTIFY; retrying");
+                        // The ids stay in the outbox for the next try.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        self.outbox_ready.notify_one();
+                        continue;
+                    }
+                }
+            }
+            let Some(conn) = connection.as_mut() else {
+                continue;
+            };
+            if let Err(error) = self.flush(&mut *conn).await {
                 tracing::warn!(%error, "could not NOTIFY; streams will catch up by polling");
+                connection = None;
             }
         }
     }
