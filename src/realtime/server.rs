@@ -99,7 +99,7 @@ const IDS_PER_NOTIFY: usize = 200;
 /// recipients that the instances (this one too) still have to hear of.
 ///
 /// A writer calls [`Wakeups::wake`] after its commit: the ids go into an
-/// outbox that [`Wakeups::notify_forever`] sends as NOTIFYs of their own,
+/// outbox that [`Wakeups::notify_until_closed`] sends as NOTIFYs of their own,
 /// outside any data transaction (a NOTIFY takes a global lock at commit,
 /// DESIGN §8). While one NOTIFY is on its way, further wake-ups gather, so
 /// under load one NOTIFY carries many of them. A payload is
@@ -206,13 +206,23 @@ impl Wakeups {
         Ok(())
     }
 
-    /// Forever: [`Wakeups::flush`] whenever the outbox has ids, on a
-    /// connection of its own (taken from the pool and detached from it), so
-    /// a wake-up never queues for a pooled connection behind the requests.
-    pub async fn notify_forever(self: Arc<Self>, pool: PgPool) {
+    /// Until `pool` closes: [`Wakeups::flush`] whenever the outbox has ids,
+    /// on a connection of its own (taken from the pool and detached from
+    /// it), so a wake-up never queues for a pooled connection behind the
+    /// requests. The connection is closed with the pool.
+    pub async fn notify_until_closed(self: Arc<Self>, pool: PgPool) {
         let mut connection: Option<sqlx::PgConnection> = None;
+        let mut closed = std::pin::pin!(pool.close_event());
         loop {
-            self.outbox_ready.notified().await;
+            tokio::select! {
+                () = self.outbox_ready.notified() => {}
+                () = &mut closed => {
+                    if let Some(conn) = connection {
+                        let _ = sqlx::Connection::close(conn).await;
+                    }
+                    return;
+                }
+            }
             if connection.is_none() {
                 match pool.acquire().await {
                     Ok(conn) => connection = Some(conn.detach()),

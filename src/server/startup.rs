@@ -124,7 +124,13 @@ impl Application {
             state.webhook_wakeup.clone(),
         ));
         tokio::spawn(state.hub.clone().listen(state.pool.clone()));
-        tokio::spawn(state.hub.wakeups.clone().notify_forever(state.pool.clone()));
+        tokio::spawn(
+            state
+                .hub
+                .wakeups
+                .clone()
+                .notify_until_closed(state.pool.clone()),
+        );
         tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
         tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
         {
