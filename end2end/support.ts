@@ -1,6 +1,6 @@
 import { type Browser, type BrowserContext, expect, type Page } from "@playwright/test";
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -68,25 +68,28 @@ export async function messageTexts(who: Person): Promise<string[]> {
 export class OwnServer {
   process?: ChildProcess;
   readonly origin: string;
-  readonly dataDir: string;
+  /** Its temporary directory (the data dir is `data` inside): made at the
+   * first start, kept across restarts, removed by `dispose`. */
+  private dir?: string;
 
   constructor(
     readonly port: number,
     readonly env: NodeJS.ProcessEnv = {},
   ) {
     this.origin = `http://127.0.0.1:${port}`;
-    const dir = mkdtempSync(path.join(tmpdir(), "knock-e2e-"));
-    chmodSync(dir, 0o755);
-    this.dataDir = path.join(dir, "data");
   }
 
   /** Starts it and waits until `/healthz` answers. */
   async start(): Promise<void> {
+    if (!this.dir) {
+      this.dir = mkdtempSync(path.join(tmpdir(), "knock-e2e-"));
+      chmodSync(this.dir, 0o755);
+    }
     const root = path.resolve(__dirname, "..");
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       LEPTOS_SITE_ADDR: `127.0.0.1:${this.port}`,
-      KNOCK_DATA_DIR: this.dataDir,
+      KNOCK_DATA_DIR: path.join(this.dir, "data"),
       ...this.env,
     };
     delete env.DATABASE_URL;
@@ -114,5 +117,12 @@ export class OwnServer {
     const exited = new Promise((resolve) => server.once("exit", resolve));
     server.kill("SIGTERM");
     await exited;
+  }
+
+  /** Stops it and removes its directory with the embedded cluster. */
+  async dispose(): Promise<void> {
+    await this.stop();
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    this.dir = undefined;
   }
 }

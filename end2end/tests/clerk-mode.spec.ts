@@ -63,7 +63,7 @@ const server = new OwnServer(port, {
 
 test.describe.configure({ mode: "serial" });
 test.beforeAll(() => server.start());
-test.afterAll(() => server.stop());
+test.afterAll(() => server.dispose());
 
 test("a Clerk session token renders the signed-in page with the webhook's profile", async ({ page, context }) => {
   const clerkId = `user_${randomBytes(6).toString("hex")}`;

@@ -115,7 +115,7 @@ test("offline and back: what was sent meanwhile arrives once, in order, and a fa
 test.describe("with a server of its own", () => {
   const server = new OwnServer(3012, { KNOCK_SHUTDOWN_GRACE_SECS: "2" });
   test.beforeAll(() => server.start());
-  test.afterAll(() => server.stop());
+  test.afterAll(() => server.dispose());
 
   test("a server restart mid-conversation loses and doubles nothing", async ({ browser }) => {
     test.setTimeout(90_000);
