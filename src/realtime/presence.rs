@@ -89,11 +89,11 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// No streams yet; presence changes wake their recipients through
-    /// `wakeups`, and this instance is `wakeups.instance` in the database.
+    /// No streams yet, under a new instance id; presence changes wake
+    /// their recipients through `wakeups`.
     pub fn new(wakeups: Arc<Wakeups>) -> Self {
         Self {
-            instance: wakeups.instance,
+            instance: Uuid::new_v4(),
             wakeups,
             local: Mutex::default(),
         }

@@ -109,8 +109,6 @@ const IDS_PER_NOTIFY: usize = 200;
 /// running, and poll again (see [`Page::pending`]).
 #[derive(Debug)]
 pub struct Wakeups {
-    /// This process, as the `instances` table names it.
-    pub instance: Uuid,
     users: Mutex<HashMap<Uuid, Arc<Feed>>>,
     outbox: Mutex<HashSet<Uuid>>,
     outbox_ready: Notify,
@@ -119,7 +117,6 @@ pub struct Wakeups {
 impl Default for Wakeups {
     fn default() -> Self {
         Self {
-            instance: Uuid::new_v4(),
             users: Mutex::default(),
             outbox: Mutex::default(),
             outbox_ready: Notify::new(),
