@@ -66,6 +66,41 @@ async fn an_unknown_page_is_404(pool: PgPool) {
     assert!(html.contains("Page not found"));
 }
 
+/// Each request goes through a router of its own, so routers are built
+/// while other pages are half-rendered (as when two instances share a
+/// process): every page still arrives whole.
+#[sqlx::test]
+async fn pages_render_while_other_routers_are_built(pool: PgPool) {
+    let rounds = (0..4).map(|task| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for round in 0..25 {
+                let (uri, expected, text) = if task % 2 == 0 {
+                    (
+                        "/",
+                        StatusCode::OK,
+                        "Every conversation starts with a knock",
+                    )
+                } else {
+                    ("/no/such/page", StatusCode::NOT_FOUND, "Page not found")
+                };
+                let wait = std::time::Duration::from_secs(10);
+                let (status, html) = tokio::time::timeout(wait, get(&pool, uri))
+                    .await
+                    .unwrap_or_else(|_| panic!("{uri} (task {task}, round {round}) never arrived"));
+                assert_eq!(status, expected, "{uri}");
+                assert!(
+                    html.contains(text) && html.contains("</html>"),
+                    "{uri}: {html}"
+                );
+            }
+        })
+    });
+    for round in rounds.collect::<Vec<_>>() {
+        round.await.unwrap();
+    }
+}
+
 #[sqlx::test]
 async fn a_body_over_the_limit_is_413(pool: PgPool) {
     let request = Request::post("/api/anything")

@@ -233,7 +233,7 @@ impl Application {
 /// The whole HTTP surface with its layers: `/healthz`, the server functions
 /// and pages of the Leptos app, and the static files of `site-root`.
 pub fn router(state: AppState, settings: &KnockSettings) -> Router {
-    let routes = generate_route_list(App);
+    let routes = route_list();
     let leptos_options = state.leptos_options.clone();
     // WASM is served as it is: cargo-leptos already optimised it; event
     // streams must not wait in a compressor's buffer; small responses are
@@ -264,6 +264,20 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
                 .layer(CompressionLayer::new().compress_when(compress)),
         )
         .with_state(state)
+}
+
+/// The app's routes, generated once per process and then copied.
+///
+/// Leptos's [`generate_route_list`] renders the whole app to find its
+/// routes. Run while other pages of the same process are rendering, it can
+/// leave those renders waiting forever: a 404 page then ends in 408 at the
+/// request timeout, a streamed page never ends. Every [`router`] after the
+/// first (a second instance in one process, each request of a test) would
+/// risk it.
+fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> =
+        std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
