@@ -269,11 +269,14 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
 /// The app's routes, generated once per process and then copied.
 ///
 /// Leptos's [`generate_route_list`] renders the whole app to find its
-/// routes. Run while other pages of the same process are rendering, it can
-/// leave those renders waiting forever: a 404 page then ends in 408 at the
-/// request timeout, a streamed page never ends. Every [`router`] after the
-/// first (a second instance in one process, each request of a test) would
-/// risk it.
+/// routes, and while it does, a process-wide flag makes every resource
+/// that starts loading anywhere in the process wait forever
+/// (`SuppressResourceLoad` in `leptos_server`; leptos-rs/leptos#4773). A
+/// page rendering at that moment never finishes: a 404 page ends in 408 at
+/// the request timeout, a streamed page never ends. So only the first
+/// [`router`] of a process generates them, before any page is served; a
+/// second instance in one process, or a test's router per request, reuses
+/// the list.
 fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
     static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> =
         std::sync::OnceLock::new();
