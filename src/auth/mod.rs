@@ -33,20 +33,10 @@ pub struct SessionInfo {
 pub async fn session() -> Result<SessionInfo, AppError> {
     use crate::server::state::AppState;
     let state = AppState::current()?;
-    let headers: axum::http::HeaderMap = leptos_axum::extract()
-        .await
-        .map_err(|_| AppError::Internal)?;
-    let claims = match server::session_token(&headers) {
-        Some(token) => state.auth.verify(&token).await.ok(),
-        None => None,
-    };
-    let user = match claims {
-        Some(claims) => match server::user_for_claims(&state, &claims).await {
-            Ok(user) => Some(user),
-            Err(AppError::Unauthorized) => None,
-            Err(error) => return Err(error),
-        },
-        None => None,
+    let user = match server::request_user().await {
+        Ok(user) => Some(user),
+        Err(AppError::Unauthorized) => None,
+        Err(error) => return Err(error),
     };
     let clerk_js_url = state
         .clerk_publishable_key

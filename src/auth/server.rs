@@ -646,12 +646,37 @@ fn refresh_page(publishable_key: &str, host: &str, css: &str) -> axum::response:
 /// [`AppError::Unauthorized`] without a valid session;
 /// [`AppError::Internal`] when the database fails.
 pub async fn current_user() -> Result<User, AppError> {
+    request_user().await.map_err(crate::error::respond)
+}
+
+/// The signed-in user of one request, looked up at most once.
+///
+/// Rendering a chat page runs six server functions (the session, the DM
+/// list, the people list, the other member, the DM, its messages), and each
+/// needs the user: without this, each verified the session token and read
+/// the `users` row again. The router provides a fresh one per request (see
+/// [`crate::server::startup::router`]); the result, error included, holds
+/// for that request only.
+#[derive(Clone, Default)]
+pub struct RequestUser(std::sync::Arc<tokio::sync::OnceCell<Result<User, AppError>>>);
+
+/// In a server function: the request's user as [`CurrentUser`] finds it,
+/// through the request's [`RequestUser`] when there is one. Sets no status.
+///
+/// # Errors
+/// As [`current_user`].
+pub async fn request_user() -> Result<User, AppError> {
     let state = AppState::current()?;
-    let mut parts = leptos::prelude::use_context::<Parts>().ok_or(AppError::Internal)?;
-    CurrentUser::from_request_parts(&mut parts, &state)
-        .await
-        .map(|CurrentUser(user)| user)
-        .map_err(crate::error::respond)
+    let look_up = || async {
+        let mut parts = leptos::prelude::use_context::<Parts>().ok_or(AppError::Internal)?;
+        CurrentUser::from_request_parts(&mut parts, &state)
+            .await
+            .map(|CurrentUser(user)| user)
+    };
+    match leptos::prelude::use_context::<RequestUser>() {
+        Some(RequestUser(cell)) => cell.get_or_init(look_up).await.clone(),
+        None => look_up().await,
+    }
 }
 
 /// Refuses state-changing requests from other origins (DESIGN §6): a

@@ -12,6 +12,7 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
+use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -35,7 +36,7 @@ use crate::{
     app::{App, shell},
     auth::{
         self,
-        server::{ClerkApi, JWKS_REFETCH, KeyError, SessionKeys},
+        server::{ClerkApi, JWKS_REFETCH, KeyError, RequestUser, SessionKeys},
     },
     webhooks::{self, worker},
 };
@@ -231,7 +232,9 @@ impl Application {
 }
 
 /// The whole HTTP surface with its layers: `/healthz`, the server functions
-/// and pages of the Leptos app, and the static files of `site-root`.
+/// and pages of the Leptos app, and the static files of `site-root`. Each
+/// page and server-function request gets a fresh [`RequestUser`], so its
+/// server functions look the signed-in user up once.
 pub fn router(state: AppState, settings: &KnockSettings) -> Router {
     let routes = route_list();
     let leptos_options = state.leptos_options.clone();
@@ -246,8 +249,16 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
         .route("/api/events", get(crate::realtime::server::events))
         .route("/api/avatars/{user_id}", get(crate::users::server::avatar))
-        .leptos_routes_with_context(&state, routes, || (), move || shell(leptos_options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            || provide_context(RequestUser::default()),
+            move || shell(leptos_options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(|| provide_context(RequestUser::default()), shell))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::server::refresh_expired_session,
