@@ -82,6 +82,34 @@ test("a sender edits and deletes a message, and the other side sees it", async (
   await bob.context.close();
 });
 
+test("messages sent in quick succession keep their order when the first send is slow", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+
+  // Ada's first send takes 1.5 s to reach the server; the second would be
+  // quicker if it went at once.
+  let held = false;
+  await ada.page.route("**/api/messages/send", async (route) => {
+    if (!held) {
+      held = true;
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+    }
+    await route.continue();
+  });
+  await sendMessage(ada, "first");
+  await sendMessage(ada, "second");
+  await expect.poll(() => messageTexts(bob)).toEqual(["first", "second"]);
+  await expect(ada.page.getByText("Sending…")).toHaveCount(0);
+  expect(await messageTexts(ada)).toEqual(["first", "second"]);
+  // A reload shows the order the server keeps.
+  await bob.page.reload();
+  await expect.poll(() => messageTexts(bob)).toEqual(["first", "second"]);
+
+  await ada.context.close();
+  await bob.context.close();
+});
+
 test("offline and back: what was sent meanwhile arrives once, in order, and a failed send is retried", async ({
   browser,
 }) => {

@@ -38,6 +38,7 @@ const TYPING_EVERY_MS: f64 = 2_000.0;
 /// A message sent from this tab that the server has not confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
+    dm_id: Uuid,
     client_id: Uuid,
     body: String,
     failed: bool,
@@ -157,6 +158,8 @@ pub struct ThreadState {
     draft: RwSignal<String>,
     composer: RwSignal<String>,
     last_marked: RwSignal<i64>,
+    /// Whether a send of `pending` is on its way (one at a time).
+    sending: StoredValue<bool>,
 }
 
 impl ThreadState {
@@ -173,6 +176,7 @@ impl ThreadState {
             draft: RwSignal::new(String::new()),
             composer: RwSignal::new(String::new()),
             last_marked: RwSignal::new(0),
+            sending: StoredValue::new(false),
         }
     }
 
@@ -244,6 +248,7 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         draft,
         composer,
         last_marked,
+        sending,
         ..
     } = state;
     let offset = RwSignal::new(UtcOffset::UTC);
@@ -352,28 +357,51 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         count
     });
 
+    // Sends go one at a time, oldest first: the server numbers messages in
+    // the order their sends arrive, so two sends on their way at once could
+    // swap (a slow first request, as after a server restart). A send that
+    // fails fails those queued behind it too, so that none overtakes it;
+    // **Retry** queues one again.
+    let drain = move || {
+        if sending.try_get_value() != Some(false) {
+            return;
+        }
+        sending.set_value(true);
+        leptos::task::spawn_local(async move {
+            while let Some(next) = pending
+                .try_with_untracked(|p| p.iter().find(|p| !p.failed).cloned())
+                .flatten()
+            {
+                let result = send_message(next.dm_id, next.body.clone(), next.client_id).await;
+                match result {
+                    Ok(message) => {
+                        merge(messages, pending, vec![message]);
+                        pending.try_update(|p| p.retain(|p| p.client_id != next.client_id));
+                        mark_read();
+                    }
+                    Err(_) => {
+                        pending.try_update(|p| {
+                            if let Some(at) = p.iter().position(|p| p.client_id == next.client_id) {
+                                p[at..].iter_mut().for_each(|p| p.failed = true);
+                            }
+                        });
+                    }
+                }
+            }
+            sending.try_set_value(false);
+        });
+    };
     let send = move |body: String, client_id: Uuid| {
         pending.update(|p| match p.iter_mut().find(|p| p.client_id == client_id) {
             Some(p) => p.failed = false,
             None => p.push(Pending {
+                dm_id,
                 client_id,
-                body: body.clone(),
+                body,
                 failed: false,
             }),
         });
-        leptos::task::spawn_local(async move {
-            match send_message(dm_id, body, client_id).await {
-                Ok(message) => {
-                    merge(messages, pending, vec![message]);
-                    mark_read();
-                }
-                Err(_) => pending.update(|p| {
-                    if let Some(p) = p.iter_mut().find(|p| p.client_id == client_id) {
-                        p.failed = true;
-                    }
-                }),
-            }
-        });
+        drain();
     };
     let on_submit = move |ev: ev::SubmitEvent| {
         ev.prevent_default();
