@@ -189,3 +189,38 @@ async fn a_server_left_running_by_a_killed_knock_is_adopted() {
     assert_eq!(read_notes(&second).await, ["still here"]);
     second.stop().await.expect("stop");
 }
+
+/// The pool hands out only connections that work: one left idle while the
+/// database restarted is checked, found dead and replaced, so the first
+/// query after the restart succeeds.
+#[tokio::test]
+async fn the_pool_replaces_a_connection_that_a_database_restart_closed() {
+    use figment::providers::Serialized;
+    use knock::server::{
+        config::Settings,
+        database::{Database, PING_IF_IDLE_FOR},
+    };
+    let dir = data_dir();
+    let settings = Settings::from_figment(
+        Settings::defaults().merge(Serialized::default("knock.data_dir", dir.path())),
+    )
+    .expect("settings");
+    let mut database = Database::connect(&settings.knock).await.expect("connect");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+
+    let cluster = database.embedded.take().expect("the embedded cluster");
+    cluster.stop().await.expect("stop");
+    database.embedded = Some(EmbeddedPostgres::start(dir.path()).await.expect("restart"));
+    tokio::time::sleep(PING_IF_IDLE_FOR).await;
+
+    let two: i32 = sqlx::query_scalar("SELECT 2")
+        .fetch_one(&database.pool)
+        .await
+        .expect("the first query after the restart");
+    assert_eq!(two, 2);
+    database.shutdown().await;
+}
