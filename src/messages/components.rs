@@ -375,8 +375,8 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
                 let result = send_message(next.dm_id, next.body.clone(), next.client_id).await;
                 match result {
                     Ok(message) => {
+                        // Drops `next` from `pending`: it has the same `client_id`.
                         merge(messages, pending, vec![message]);
-                        pending.try_update(|p| p.retain(|p| p.client_id != next.client_id));
                         mark_read();
                     }
                     Err(_) => {
