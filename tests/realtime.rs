@@ -288,6 +288,36 @@ async fn two_instances_on_one_database_deliver_to_each_others_clients(
 }
 
 #[sqlx::test]
+async fn a_users_first_stream_does_not_wait_for_another_users_presence_write(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_, ada_token) = person(&pool, &keys, "ada").await;
+    let (_, bob_token) = person(&pool, &keys, "bob").await;
+    let (_adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
+
+    // A write to the instance's row that has not committed yet (as a
+    // heartbeat or another user's first stream leaves it): Bob's stream
+    // opens anyway, so many users coming online at once (after a restart)
+    // do not queue behind each other's commits.
+    let mut held = pool.begin().await.unwrap();
+    let rows = sqlx::query("UPDATE instances SET seen_at = now()")
+        .execute(&mut *held)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(rows, 1, "the instance of Ada's stream");
+    let opened = tokio::time::timeout(
+        Duration::from_secs(5),
+        subscribe(&one.base, &bob_token, None),
+    )
+    .await;
+    held.rollback().await.unwrap();
+    assert!(opened.is_ok(), "Bob's stream waited for the held write");
+}
+
+#[sqlx::test]
 async fn a_stream_too_far_behind_or_behind_the_pruned_log_is_told_to_resync(
     _: PgPoolOptions,
     options: PgConnectOptions,

@@ -276,10 +276,10 @@ async fn main_result() -> Result<bool, String> {
     }
 
     println!(
-        "\n| senders | users | msgs/s | send p50 ms | p95 | p99 | max | delivery p50 ms | p95 | p99 | max | errors | lost | doubled | reordered |"
+        "\n| senders | users | msgs/s | send p50 ms | p95 | p99 | max | delivery p50 ms | p95 | p99 | max | errors | lost | doubled | reordered | streams opened ms |"
     );
     println!(
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let mut best = 0.0f64;
     for &s in &senders {
@@ -295,7 +295,7 @@ async fn main_result() -> Result<bool, String> {
             .map_err(|e| e.to_string())?;
         best = best.max(report.throughput());
         println!(
-            "| {s} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {s} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0} |",
             config.users,
             report.throughput(),
             row(&report.send_latency),
@@ -303,7 +303,8 @@ async fn main_result() -> Result<bool, String> {
             report.errors,
             report.lost,
             report.doubled,
-            report.reordered
+            report.reordered,
+            report.streams_opened.as_secs_f64() * 1000.0
         );
         clean &=
             report.errors == 0 && report.lost == 0 && report.doubled == 0 && report.reordered == 0;

@@ -68,6 +68,9 @@ pub struct Report {
     pub errors: u64,
     /// From the first send to the last answer.
     pub elapsed: Duration,
+    /// Opening one stream for each of the run's new users, 32 at a time
+    /// (users coming online at once, as after a restart).
+    pub streams_opened: Duration,
     /// Request → 2xx, µs.
     pub send_latency: Histogram<u64>,
     /// Request → `message` event at the other member, µs.
@@ -487,6 +490,7 @@ pub async fn run(target: &Target, config: &Config) -> Result<Report, LoadError> 
     if users.is_empty() {
         return Err(setup("users", "at least two are needed"));
     }
+    let opening = Instant::now();
     let streams: Vec<EventStream> = stream::iter(&users)
         .map(|u| EventStream::open(&client, &target.base, &u.token))
         .buffered(SETUP_CONCURRENCY)
@@ -495,6 +499,7 @@ pub async fn run(target: &Target, config: &Config) -> Result<Report, LoadError> 
         .into_iter()
         .collect::<Result<_, _>>()
         .map_err(|e| setup("streams", e))?;
+    let streams_opened = opening.elapsed();
 
     let start = Instant::now();
     let shared = Arc::new(Sending {
@@ -570,6 +575,7 @@ pub async fn run(target: &Target, config: &Config) -> Result<Report, LoadError> 
         sent: sent.len() as u64,
         errors: shared.errors.load(Ordering::Relaxed),
         elapsed,
+        streams_opened,
         send_latency: Histogram::new(3).expect("3 significant figures"),
         delivery_latency: Histogram::new(3).expect("3 significant figures"),
         lost: 0,

@@ -161,8 +161,15 @@ impl Presence {
             .copied()
             .unwrap_or(0);
         if count > 0 {
+            // The instance's row, unless it is there already (it goes away
+            // only in a sweep). An existing row is only read: an upsert
+            // would wait for any uncommitted write to it (a heartbeat,
+            // another user's first stream here), so users coming online
+            // at once would each wait for the one before to commit.
             sqlx::query(
-                "INSERT INTO instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+                "INSERT INTO instances (id) SELECT $1
+                 WHERE NOT EXISTS (SELECT 1 FROM instances WHERE id = $1)
+                 ON CONFLICT (id) DO NOTHING",
             )
             .bind(self.instance)
             .execute(&mut *tx)
