@@ -7,7 +7,10 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Person, call, person};
-use knock::server::state::AppState;
+use knock::{
+    messages::group_commit::{MAX_IN_FLIGHT, Outgoing},
+    server::state::AppState,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -485,4 +488,165 @@ async fn typing_is_refused_outside_an_active_dm(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(typing, 0);
+}
+
+/// Holds DM `dm`'s row lock (as an accept in progress does) and starts one
+/// send per batch that can be written at once: each waits for the lock,
+/// so the sends after them queue. Returns the held transaction and the
+/// waiting sends.
+async fn busy_writers(
+    state: &AppState,
+    pool: &PgPool,
+    who: &Person,
+    dm: &Value,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    Vec<tokio::task::JoinHandle<common::Reply>>,
+) {
+    let mut held = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM dms WHERE id = $1::uuid FOR UPDATE")
+        .bind(dm.as_str().unwrap())
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for n in 0..MAX_IN_FLIGHT {
+        let (state, who, dm) = (state.clone(), who.clone(), dm.clone());
+        writers.push(tokio::spawn(async move {
+            send(&state, &who, &dm, &format!("first {n}"), Uuid::new_v4()).await
+        }));
+        // Each in a batch of its own: wait until it waits for a lock.
+        while waiting_for_locks(pool).await < n as i64 + 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    (held, writers)
+}
+
+/// A pool on `pool`'s database with room for the busy writers.
+async fn roomy(pool: PgPool) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap()
+}
+
+async fn waiting_for_locks(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn until_queued(state: &AppState, n: usize) {
+    while state.sends.queued() < n {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[sqlx::test]
+async fn sends_that_queue_while_others_are_written_share_one_commit(pool: PgPool) {
+    let pool = roomy(pool).await;
+    let (state, ada, bob, dm) = active(&pool).await;
+    let cy = person(&pool, "cy").await;
+    let other_dm = accepted_dm(&state, &ada, &cy).await;
+    let (held, writers) = busy_writers(&state, &pool, &ada, &dm).await;
+    let mut queued = Vec::new();
+    for n in 0..10 {
+        let (state, dm) = (
+            state.clone(),
+            if n % 2 == 0 { &dm } else { &other_dm }.clone(),
+        );
+        let who = if n % 4 == 0 { bob.clone() } else { ada.clone() };
+        queued.push(tokio::spawn(async move {
+            send(&state, &who, &dm, &format!("queued {n}"), Uuid::new_v4()).await
+        }));
+    }
+    until_queued(&state, 10).await;
+    held.commit().await.unwrap();
+    for task in writers.into_iter().chain(queued) {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+
+    // Gapless per DM, the queued after the first; the ten queued sends
+    // were one transaction (one commit).
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT dm_id::text, seq, body FROM messages ORDER BY dm_id, seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let of = |dm: &Value, from: usize| -> (Vec<i64>, Vec<String>) {
+        let (seqs, mut bodies): (Vec<i64>, Vec<String>) = rows
+            .iter()
+            .filter(|r| r.0 == dm.as_str().unwrap())
+            .map(|r| (r.1, r.2.clone()))
+            .unzip();
+        bodies[from..].sort();
+        (seqs, bodies)
+    };
+    let busy = MAX_IN_FLIGHT as i64;
+    let mut want: Vec<String> = (0..busy).map(|n| format!("first {n}")).collect();
+    want.sort();
+    want.extend((0..10).step_by(2).map(|n| format!("queued {n}")));
+    assert_eq!(of(&dm, MAX_IN_FLIGHT), ((1..=busy + 5).collect(), want));
+    let want: Vec<String> = (1..10).step_by(2).map(|n| format!("queued {n}")).collect();
+    assert_eq!(of(&other_dm, 0), ((1..=5).collect(), want));
+    let commits: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT xmin::text) FROM messages WHERE body LIKE 'queued %'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(commits, 1);
+}
+
+#[sqlx::test]
+async fn a_send_that_fails_in_a_batch_fails_alone(pool: PgPool) {
+    let pool = roomy(pool).await;
+    let (state, ada, bob, dm) = active(&pool).await;
+    let dm_id: Uuid = dm.as_str().unwrap().parse().unwrap();
+    let (held, writers) = busy_writers(&state, &pool, &ada, &dm).await;
+    let mut queued = Vec::new();
+    for n in 0..5 {
+        let (state, who, dm) = (state.clone(), bob.clone(), dm.clone());
+        queued.push(tokio::spawn(async move {
+            send(&state, &who, &dm, &format!("queued {n}"), Uuid::new_v4()).await
+        }));
+    }
+    until_queued(&state, 5).await;
+    // A body the server's own check would refuse: the database's
+    // constraint aborts the batch it is in.
+    let bad = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let outgoing = Outgoing {
+                dm_id,
+                sender_id: ada.id,
+                body: String::new(),
+                client_id: Uuid::new_v4(),
+            };
+            state.sends.send(&state.pool, outgoing).await
+        })
+    };
+    until_queued(&state, 6).await;
+    held.commit().await.unwrap();
+    for task in writers.into_iter().chain(queued) {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let error = bad.await.unwrap().expect_err("an empty body is refused");
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.constraint()),
+        Some("messages_body_length")
+    );
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM messages ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seqs, (1..=(MAX_IN_FLIGHT as i64 + 5)).collect::<Vec<_>>());
 }

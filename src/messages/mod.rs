@@ -8,6 +8,8 @@ use crate::error::AppError;
 
 pub mod components;
 #[cfg(feature = "ssr")]
+pub mod group_commit;
+#[cfg(feature = "ssr")]
 pub mod server;
 
 /// A message: `{id, dm_id, seq, sender_id, body, client_id, created_at,

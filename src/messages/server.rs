@@ -5,7 +5,7 @@
 use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
-use super::Message;
+use super::{Message, group_commit::Outgoing};
 use crate::{
     dms::DmStatus, error::AppError, realtime::server as realtime, server::state::AppState,
 };
@@ -37,7 +37,9 @@ pub fn check_body(body: &str) -> Result<&str, AppError> {
     }
 }
 
-const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
+/// The select list of a message's columns as [`Message`] reads them
+/// (timestamps as RFC 3339 text in UTC).
+pub const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
      to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
      to_char(edited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS edited_at,
      deleted_at IS NOT NULL AS deleted";
@@ -58,17 +60,16 @@ pub async fn send(
     client_id: Uuid,
 ) -> Result<Message, AppError> {
     let body = check_body(body)?;
-    // One statement (the `send_message` migration): it locks the DM, checks,
-    // numbers, stores and records the events, and commits on its own.
-    let row = sqlx::query(&format!(
-        "SELECT outcome, members, {COLUMNS} FROM send_message($1, $2, $3, $4)"
-    ))
-    .bind(dm_id)
-    .bind(me)
-    .bind(body)
-    .bind(client_id)
-    .fetch_one(&state.pool)
-    .await?;
+    // One statement (the `send_message` migration), in one transaction with
+    // the sends queued beside it: it locks the DM, checks, numbers, stores
+    // and records the events.
+    let outgoing = Outgoing {
+        dm_id,
+        sender_id: me,
+        body: body.to_owned(),
+        client_id,
+    };
+    let row = state.sends.send(&state.pool, outgoing).await?;
     let outcome: String = row.try_get("outcome")?;
     match outcome.as_str() {
         "sent" => {

@@ -117,6 +117,7 @@ impl Application {
             webhook_wakeup: Arc::new(Notify::new()),
             clerk_api,
             hub: Arc::new(crate::realtime::server::Hub::default()),
+            sends: Default::default(),
             invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
             clerk_publishable_key: knock.clerk.publishable_key.clone(),
         };

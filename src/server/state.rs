@@ -27,6 +27,8 @@ pub struct AppState {
     pub webhook: Option<Arc<svix::webhooks::Webhook>>,
     /// Wakes the webhook worker when an event was stored.
     pub webhook_wakeup: Arc<Notify>,
+    /// This process's queue of sends, written in batches.
+    pub sends: Arc<crate::messages::group_commit::Sends>,
     /// This process's real-time wake-ups.
     pub hub: Arc<crate::realtime::server::Hub>,
     /// Invites per user per minute (`KNOCK_INVITES_PER_MINUTE`).

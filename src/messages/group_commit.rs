@@ -1,0 +1,161 @@
+//! Group commit for sends: the sends that arrive while earlier ones are
+//! being written share one transaction (the `send_messages` migration), so
+//! they cost one round trip and one commit instead of one each.
+//!
+//! A send joins a queue. While fewer than [`MAX_IN_FLIGHT`] batches are
+//! being written, it starts a batch at once (alone, on a quiet server);
+//! otherwise it waits, and the next batch to start takes up to
+//! [`MAX_BATCH`] of the queued sends. Batches run on tasks of their own, so
+//! a request that goes away does not cut short the sends of others. When a
+//! batch fails as a whole (one send's unexpected error aborts the
+//! transaction), each of its sends is tried again alone, and each gets its
+//! own answer.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use sqlx::{PgPool, postgres::PgRow};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::server::COLUMNS;
+
+/// The most batches written at once (each holds one pooled connection).
+pub const MAX_IN_FLIGHT: usize = 4;
+/// The most sends in one batch.
+pub const MAX_BATCH: usize = 64;
+
+/// One send: `send_message`'s arguments (the body already checked).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The DM.
+    pub dm_id: Uuid,
+    /// The sender.
+    pub sender_id: Uuid,
+    /// The trimmed body.
+    pub body: String,
+    /// The sender's idempotency key.
+    pub client_id: Uuid,
+}
+
+struct Queued {
+    send: Outgoing,
+    reply: oneshot::Sender<Result<PgRow, sqlx::Error>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Queued>,
+    in_flight: usize,
+}
+
+/// This process's send queue (one in [`AppState`](crate::server::state::AppState)).
+#[derive(Default)]
+pub struct Sends {
+    queue: Mutex<Queue>,
+}
+
+impl std::fmt::Debug for Sends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sends").finish_non_exhaustive()
+    }
+}
+
+impl Sends {
+    /// Writes `send` with whatever sends are queued beside it; answers
+    /// with its row of `send_messages` (`outcome`, `members` and the
+    /// message's columns as [`COLUMNS`] selects them).
+    ///
+    /// # Errors
+    /// The database error of this send alone (after its batch failed).
+    pub async fn send(
+        self: &Arc<Self>,
+        pool: &PgPool,
+        send: Outgoing,
+    ) -> Result<PgRow, sqlx::Error> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.waiting.push_back(Queued { send, reply });
+            let start = queue.in_flight < MAX_IN_FLIGHT;
+            if start {
+                queue.in_flight += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(self.clone().write(pool.clone()));
+        }
+        answer.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
+    }
+
+    /// How many sends wait for a batch to take them.
+    pub fn queued(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting
+            .len()
+    }
+
+    /// Writes batches until the queue is empty.
+    async fn write(self: Arc<Self>, pool: PgPool) {
+        loop {
+            let batch: Vec<Queued> = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.in_flight -= 1;
+                    return;
+                }
+                let n = queue.waiting.len().min(MAX_BATCH);
+                queue.waiting.drain(..n).collect()
+            };
+            write_batch(&pool, batch).await;
+        }
+    }
+}
+
+async fn write_batch(pool: &PgPool, batch: Vec<Queued>) {
+    let sends: Vec<&Outgoing> = batch.iter().map(|q| &q.send).collect();
+    let rows = sqlx::query(&format!(
+        "SELECT ord, outcome, members, {COLUMNS} FROM send_messages($1, $2, $3, $4) ORDER BY ord"
+    ))
+    .bind(sends.iter().map(|s| s.dm_id).collect::<Vec<_>>())
+    .bind(sends.iter().map(|s| s.sender_id).collect::<Vec<_>>())
+    .bind(sends.iter().map(|s| s.body.as_str()).collect::<Vec<_>>())
+    .bind(sends.iter().map(|s| s.client_id).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await;
+    match rows {
+        Ok(rows) if rows.len() == batch.len() => {
+            for (queued, row) in batch.into_iter().zip(rows) {
+                let _ = queued.reply.send(Ok(row));
+            }
+        }
+        result => {
+            if let Err(error) = &result {
+                tracing::warn!(%error, sends = batch.len(), "a batch of sends failed; each alone");
+            }
+            for queued in batch {
+                let Outgoing {
+                    dm_id,
+                    sender_id,
+                    body,
+                    client_id,
+                } = &queued.send;
+                let row = sqlx::query(&format!(
+                    "SELECT outcome, members, {COLUMNS} FROM send_message($1, $2, $3, $4)"
+                ))
+                .bind(dm_id)
+                .bind(sender_id)
+                .bind(body.as_str())
+                .bind(client_id)
+                .fetch_one(pool)
+                .await;
+                let _ = queued.reply.send(row);
+            }
+        }
+    }
+}
