@@ -364,8 +364,9 @@ impl Hub {
         self.wakeups.forget_idle();
     }
 
-    /// Listens on [`CHANNEL`] forever, reconnecting after errors; after a
-    /// reconnect every stream is woken (notifications may have been lost).
+    /// Listens on [`CHANNEL`] until `pool` closes, reconnecting after
+    /// errors; after a reconnect every stream is woken (notifications may
+    /// have been lost).
     pub async fn listen(self: Arc<Self>, pool: PgPool) {
         loop {
             match PgListener::connect_with(&pool).await {
@@ -379,6 +380,9 @@ impl Hub {
                                 Ok(notification) => {
                                     self.wakeups.on_notification(notification.payload());
                                 }
+                                // The pool closes on shutdown: nothing to
+                                // reconnect to, and nothing to warn about.
+                                Err(_) if pool.is_closed() => return,
                                 Err(error) => {
                                     tracing::warn!(%error, "LISTEN connection lost; reconnecting");
                                     break;
@@ -387,6 +391,7 @@ impl Hub {
                         }
                     }
                 }
+                Err(_) if pool.is_closed() => return,
                 Err(error) => tracing::warn!(%error, "cannot LISTEN; retrying"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
