@@ -178,13 +178,13 @@ fn row(histogram: &Histogram<u64>) -> String {
     )
 }
 
-/// `pgbench` on a one-row insert into a messages-like table, with the
-/// server's own durability settings: transactions per second.
 /// The most pgbench clients: the embedded cluster allows 100 connections,
 /// and the server's pool and the backends of the previous pgbench run
 /// (still exiting) hold some of them (80 failed with "too many clients").
 const PGBENCH_MAX_CLIENTS: usize = 64;
 
+/// `pgbench` on a one-row insert into a messages-like table, with the
+/// server's own durability settings: transactions per second.
 fn pgbench(data_dir: &Path, clients: usize, seconds: u64) -> Result<f64, String> {
     let bin = std::fs::read_dir("/usr/lib/postgresql")
         .map_err(|e| e.to_string())?
