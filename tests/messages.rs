@@ -650,3 +650,111 @@ async fn a_send_that_fails_in_a_batch_fails_alone(pool: PgPool) {
         .unwrap();
     assert_eq!(seqs, (1..=(MAX_IN_FLIGHT as i64 + 5)).collect::<Vec<_>>());
 }
+
+#[sqlx::test]
+async fn every_refusal_holds_inside_a_batch_and_changes_nothing(pool: PgPool) {
+    let pool = roomy(pool).await;
+    let (state, ada, bob, dm) = active(&pool).await;
+    let (cy, dan, fay, gus) = (
+        person(&pool, "cy").await,
+        person(&pool, "dan").await,
+        person(&pool, "fay").await,
+        person(&pool, "gus").await,
+    );
+    // Ada invited Cy (not ACTIVE yet); Gus blocked Fay in their ACTIVE DM.
+    let invited = call(
+        &state,
+        Some(&ada),
+        "dm/invite",
+        json!({ "other_user_id": cy.id }),
+    )
+    .await
+    .json()["id"]
+        .clone();
+    let blocked = accepted_dm(&state, &fay, &gus).await;
+    call(
+        &state,
+        Some(&gus),
+        "users/block",
+        json!({ "user_id": fay.id }),
+    )
+    .await;
+    let used = Uuid::new_v4();
+    let earlier = send(&state, &ada, &dm, "earlier", used).await.json();
+
+    let (held, writers) = busy_writers(&state, &pool, &ada, &dm).await;
+    let cases: Vec<(&Person, &Value, &str, Uuid, StatusCode)> = vec![
+        (&ada, &dm, "earlier", used, StatusCode::OK),
+        (&ada, &invited, "reused", used, StatusCode::BAD_REQUEST),
+        (&dan, &dm, "not mine", Uuid::new_v4(), StatusCode::NOT_FOUND),
+        (
+            &ada,
+            &invited,
+            "too soon",
+            Uuid::new_v4(),
+            StatusCode::CONFLICT,
+        ),
+        (
+            &fay,
+            &blocked,
+            "hello?",
+            Uuid::new_v4(),
+            StatusCode::FORBIDDEN,
+        ),
+        (&bob, &dm, "ok one", Uuid::new_v4(), StatusCode::OK),
+        (&ada, &dm, "ok two", Uuid::new_v4(), StatusCode::OK),
+    ];
+    let mut queued = Vec::new();
+    for (who, to, body, client_id, _) in &cases {
+        let (state, who, to, body, client_id) = (
+            state.clone(),
+            (*who).clone(),
+            (*to).clone(),
+            body.to_string(),
+            *client_id,
+        );
+        queued.push(tokio::spawn(async move {
+            send(&state, &who, &to, &body, client_id).await
+        }));
+    }
+    until_queued(&state, cases.len()).await;
+    held.commit().await.unwrap();
+    for task in writers {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    let mut replies = Vec::new();
+    for (task, case) in queued.into_iter().zip(&cases) {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, case.4, "{}: {}", case.2, reply.body);
+        replies.push(reply);
+    }
+
+    // The retry is the earlier message; the refused sends left nothing;
+    // the two new ones follow the busy writers' in one commit.
+    assert_eq!(replies[0].json()["id"], earlier["id"]);
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, body FROM messages WHERE dm_id = $1::uuid ORDER BY seq")
+            .bind(dm.as_str().unwrap())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let busy = MAX_IN_FLIGHT as i64;
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=busy + 3).collect::<Vec<_>>()
+    );
+    let mut last: Vec<&str> = rows[rows.len() - 2..]
+        .iter()
+        .map(|r| r.1.as_str())
+        .collect();
+    last.sort();
+    assert_eq!(last, ["ok one", "ok two"]);
+    assert_eq!(count(&pool).await, busy + 3);
+    let commits: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT xmin::text) FROM messages WHERE body LIKE 'ok %'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(commits, 1, "one batch");
+}
