@@ -148,8 +148,15 @@ async fn write_batch(pool: &PgPool, mut batch: Vec<Queued>) {
             }
         }
         result => {
-            if let Err(error) = &result {
-                tracing::warn!(%error, sends = batch.len(), "a batch of sends failed; each alone");
+            match &result {
+                Err(error) => {
+                    tracing::warn!(%error, sends = batch.len(), "a batch of sends failed; each alone");
+                }
+                Ok(rows) => tracing::error!(
+                    rows = rows.len(),
+                    sends = batch.len(),
+                    "send_messages answered a row count other than its sends; each alone"
+                ),
             }
             for queued in batch {
                 let row = write_alone(pool, &queued.send).await;
