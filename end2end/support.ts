@@ -16,6 +16,17 @@ export interface Person {
   username: string;
 }
 
+/** Uncaught errors in the pages of `person` since the last check: a
+ * panic in the WASM app shows up here ("panicked at …", then the trap). */
+const pageErrors: string[] = [];
+
+/** Fails the test if a page of one of its people threw (call in
+ * `test.afterEach`): a panic stops the app, so later steps would fail for
+ * a reason the test does not name, or pass by luck. */
+export function expectNoPageErrors(): void {
+  expect(pageErrors.splice(0), "uncaught errors in the browser").toEqual([]);
+}
+
 /** A new user, signed in (dev mode) in a browser context of their own. */
 export async function person(
   browser: Browser,
@@ -25,6 +36,12 @@ export async function person(
   const context = await browser.newContext({ javaScriptEnabled, ...(baseURL ? { baseURL } : {}) });
   const page = await context.newPage();
   const username = freshName(prefix);
+  page.on("pageerror", (error) => pageErrors.push(`${username}: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && message.text().includes("panicked at")) {
+      pageErrors.push(`${username}: ${message.text().split("\n\nStack")[0]}`);
+    }
+  });
   await page.goto("/sign-in");
   await page.getByLabel("Username").fill(username);
   await page.getByRole("button", { name: "Continue" }).click();

@@ -1,5 +1,7 @@
 import { expect, test } from "@playwright/test";
-import { activeDm, messageTexts, OwnServer, openChat, person, sendMessage } from "../support";
+import { activeDm, expectNoPageErrors, messageTexts, OwnServer, openChat, person, sendMessage } from "../support";
+
+test.afterEach(expectNoPageErrors);
 
 /**
  * Two people in an ACTIVE DM, each in a browser context of their own:

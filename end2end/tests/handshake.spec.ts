@@ -1,5 +1,7 @@
 import { expect, test } from "@playwright/test";
-import { openChat, person } from "../support";
+import { expectNoPageErrors, openChat, person } from "../support";
+
+test.afterEach(expectNoPageErrors);
 
 /**
  * The DM handshake between two people, each in a browser context of their

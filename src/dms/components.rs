@@ -11,7 +11,7 @@ use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
     components::{avatar::Avatar, notify::NotificationsButton},
-    messages::components::{Conversation, ThreadState},
+    messages::components::{Conversation, ThreadState, first_page},
     realtime::Live,
     users::get_user,
 };
@@ -220,14 +220,23 @@ pub fn ChatPage() -> impl IntoView {
     });
     let live = expect_context::<Live>().dms;
     let thread = ThreadState::new();
+    // The DM and, while it is ACTIVE, its newest page: one resource, so
+    // that the conversation's data is not fetched again each time this
+    // page's `Suspend` runs (Leptos walks a `Suspense`'s children more than
+    // once on the server).
     let dm = Resource::new(
         move || (other_id(), action.version().get(), live.get()),
         move |(id, _, _)| async move {
-            match id {
-                Some(id) if signed_in(info).await => get_dm(id).await,
-                Some(_) => Err(crate::error::AppError::Unauthorized),
-                None => Err(crate::error::AppError::NotFound),
-            }
+            let dm = match id {
+                Some(id) if signed_in(info).await => get_dm(id).await?,
+                Some(_) => return Err(crate::error::AppError::Unauthorized),
+                None => return Err(crate::error::AppError::NotFound),
+            };
+            let first = match &dm {
+                Some(dm) if dm.status == DmStatus::Active => Some(first_page(dm.id).await),
+                _ => None,
+            };
+            Ok((dm, first))
         },
     );
     let error = move || {
@@ -254,7 +263,7 @@ pub fn ChatPage() -> impl IntoView {
                             .into_any();
                     }
                 };
-                let (Ok(other), Ok(dm)) = (other.await, dm.await) else {
+                let (Ok(other), Ok((dm, first))) = (other.await, dm.await) else {
                     return view! {
                         <section class="welcome">
                             <h1>"No such person"</h1>
@@ -304,7 +313,10 @@ pub fn ChatPage() -> impl IntoView {
                     }
                     MyView::Active => {
                         let dm_id = dm.as_ref().map(|d| d.id).unwrap_or_default();
-                        view! { <Conversation dm_id other=other.clone() me=me.id state=thread /> }
+                        let first = first.unwrap_or(Err(crate::error::AppError::NotFound));
+                        view! {
+                            <Conversation dm_id other=other.clone() me=me.id state=thread first />
+                        }
                             .into_any()
                     }
                     MyView::InviteDeclined => {

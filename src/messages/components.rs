@@ -158,6 +158,9 @@ pub struct ThreadState {
     draft: RwSignal<String>,
     composer: RwSignal<String>,
     last_marked: RwSignal<i64>,
+    /// The zone times are shown in: UTC on the server, the browser's after
+    /// hydration.
+    offset: RwSignal<UtcOffset>,
     /// Whether a send of `pending` is on its way (one at a time).
     sending: StoredValue<bool>,
 }
@@ -176,6 +179,7 @@ impl ThreadState {
             draft: RwSignal::new(String::new()),
             composer: RwSignal::new(String::new()),
             last_marked: RwSignal::new(0),
+            offset: RwSignal::new(UtcOffset::UTC),
             sending: StoredValue::new(false),
         }
     }
@@ -207,35 +211,44 @@ impl Default for ThreadState {
     }
 }
 
-/// An ACTIVE DM with `other`: the thread and the composer, kept in `state`.
+/// The newest page of an ACTIVE DM as the chat page first shows it: up to
+/// [`PAGE`] messages in `seq` order and the other member's read position
+/// (`seq`, 0 before they read anything).
+pub type FirstPage = (Vec<Message>, i64);
+
+/// Fetches DM `dm_id`'s [`FirstPage`]: its messages and the read receipt
+/// at once (one round trip fewer on the way to the page).
+///
+/// # Errors
+/// Those of [`list_messages`] and [`read_receipt`]: 401, 403 for a DM that
+/// is not mine, 500.
+pub async fn first_page(dm_id: Uuid) -> Result<FirstPage, AppError> {
+    let (messages, receipt) = futures::future::try_join(
+        list_messages(dm_id, None, None, Some(PAGE)),
+        read_receipt(dm_id),
+    )
+    .await?;
+    Ok((messages, receipt.seq))
+}
+
+/// An ACTIVE DM with `other`: the thread and the composer, kept in `state`,
+/// starting from `first` (the chat page loads it with the DM, in the same
+/// resource: a resource created here, inside the page's `Transition`, is
+/// created again each time the page's `Suspend` runs, and so is its fetch).
 #[component]
-pub fn Conversation(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoView {
-    let first = Resource::new(
-        || (),
-        move |_| async move {
-            // Both at once: one round trip fewer on the way to the page.
-            let (messages, receipt) = futures::future::try_join(
-                list_messages(dm_id, None, None, Some(PAGE)),
-                read_receipt(dm_id),
-            )
-            .await?;
-            Ok::<_, AppError>((messages, receipt.seq))
-        },
-    );
-    view! {
-        <Suspense fallback=|| view! { <p class="muted">"Loading messages…"</p> }>
-            {move || {
-                let other = other.clone();
-                Suspend::new(async move {
-                match first.await {
-                    Ok((messages, other_read)) => {
-                        state.load(dm_id, messages, other_read);
-                        view! { <Thread dm_id other=other.clone() me state /> }.into_any()
-                    }
-                    Err(e) => view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any(),
-                }
-            })}}
-        </Suspense>
+pub fn Conversation(
+    dm_id: Uuid,
+    other: User,
+    me: Uuid,
+    state: ThreadState,
+    first: Result<FirstPage, AppError>,
+) -> impl IntoView {
+    match first {
+        Ok((messages, other_read)) => {
+            state.load(dm_id, messages, other_read);
+            view! { <Thread dm_id other me state /> }.into_any()
+        }
+        Err(e) => view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any(),
     }
 }
 
@@ -252,10 +265,10 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         draft,
         composer,
         last_marked,
+        offset,
         sending,
         ..
     } = state;
-    let offset = RwSignal::new(UtcOffset::UTC);
     let last_typing = StoredValue::new(0f64);
     let list_ref = NodeRef::<leptos::html::Ol>::new();
     let textbox = NodeRef::<leptos::html::Textarea>::new();
