@@ -383,6 +383,49 @@ async fn the_lists_show_people_with_our_dm_and_my_conversations(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn the_people_list_is_the_first_hundred_by_username_and_a_search_is_literal(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    for n in 0..105 {
+        person(&pool, &format!("p{n:03}")).await;
+    }
+    person(&pool, "a_b").await;
+    person(&pool, "axb").await;
+    let dm = invite(&state, &ada, &bob).await.json();
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let people = call(&state, Some(&ada), "users/list", json!({}))
+        .await
+        .json();
+    let listed = names(&people);
+    assert_eq!(listed.len(), 100, "at most a hundred");
+    assert_eq!(listed[..4], ["a_b", "axb", "bob", "p000"]);
+    assert_eq!(listed[99], "p096", "the first hundred by username");
+    assert_eq!(people[2]["dm"], dm, "our DM comes with the person");
+    assert_eq!(people[3]["dm"], Value::Null);
+
+    // `_` and `%` are letters to look for, not wildcards.
+    let found = call(&state, Some(&ada), "users/list", json!({ "query": "a_" }))
+        .await
+        .json();
+    assert_eq!(names(&found), ["a_b"]);
+    let found = call(&state, Some(&ada), "users/list", json!({ "query": "%" }))
+        .await
+        .json();
+    assert_eq!(names(&found), Vec::<String>::new());
+    // Blank is no search at all.
+    let all = call(&state, Some(&ada), "users/list", json!({ "query": "  " }))
+        .await
+        .json();
+    assert_eq!(names(&all), listed);
+}
+
+#[sqlx::test]
 async fn an_invite_from_a_blocked_user_is_declined_silently(pool: PgPool) {
     let (state, ada, bob) = setup(&pool).await;
     assert_eq!(

@@ -280,34 +280,50 @@ struct UserDmRow {
 }
 
 /// SQL: whether user `u` is online, as `me` may see it (only across an
-/// ACTIVE DM `d`); see `realtime::presence`.
-const ONLINE: &str = "COALESCE(d.status = 'ACTIVE' AND EXISTS (
+/// ACTIVE DM `d`); see `realtime::presence`. Presence is looked up only
+/// for an ACTIVE DM (`CASE`, not `AND`: with no DM, `NULL AND EXISTS (…)`
+/// would still run the subquery).
+const ONLINE: &str = "CASE WHEN d.status = 'ACTIVE' THEN EXISTS (
          SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
-         WHERE p.user_id = u.id AND i.seen_at > now() - interval '30 seconds'), false) AS online";
+         WHERE p.user_id = u.id AND i.seen_at > now() - interval '30 seconds') ELSE false END AS online";
 
 /// Live users other than `me` and those `me` blocked, matching `query`
 /// (case-insensitive, in username, first or last name), with our DM; at
 /// most 100, by username. An invite from a user `me` blocked stays hidden.
 ///
+/// The users are read in the order of the unique index on
+/// `lower(username)`, so the scan stops at the hundredth match instead of
+/// sorting everyone; my DMs (a few rows, through my memberships) are joined
+/// to them. An empty `query` filters nothing.
+///
 /// # Errors
 /// 500 on a database error.
 pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<UserWithDm>, AppError> {
-    let pattern = format!(
-        "%{}%",
-        query
-            .trim()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
+    let query = query.trim();
+    let pattern = if query.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "%{}%",
+            query
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    };
     let rows: Vec<UserDmRow> = sqlx::query_as(&format!(
-        "SELECT u.id, u.username, u.first_name, u.last_name, u.image_url,
+        "WITH d AS (
+           SELECT d.id, d.status, d.invited_by_user_id,
+                  CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END AS other_id
+           FROM dm_members m JOIN dms d ON d.id = m.dm_id
+           WHERE m.user_id = $1)
+         SELECT u.id, u.username, u.first_name, u.last_name, u.image_url,
                 d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id, {ONLINE}
          FROM users u
-         LEFT JOIN dms d ON d.user_a_id = LEAST(u.id, $1) AND d.user_b_id = GREATEST(u.id, $1)
+         LEFT JOIN d ON d.other_id = u.id
          WHERE u.id <> $1 AND u.deleted_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
-           AND (u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)
+           AND ($2 = '' OR u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)
          ORDER BY lower(u.username)
          LIMIT 100"
     ))
