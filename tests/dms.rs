@@ -271,7 +271,7 @@ async fn inviting_oneself_is_400(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn inviting_an_unknown_or_deleted_user_is_404(pool: PgPool) {
+async fn inviting_or_looking_up_an_unknown_or_deleted_user_is_404(pool: PgPool) {
     let (state, ada, _) = setup(&pool).await;
     let reply = call(
         &state,
@@ -289,6 +289,16 @@ async fn inviting_an_unknown_or_deleted_user_is_404(pool: PgPool) {
         invite(&state, &ada, &gone).await.status,
         StatusCode::NOT_FOUND
     );
+    for other in [Uuid::new_v4(), gone.id] {
+        let reply = call(
+            &state,
+            Some(&ada),
+            "dm/get",
+            json!({ "other_user_id": other }),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "dm/get {other}");
+    }
 }
 
 #[sqlx::test]

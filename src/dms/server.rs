@@ -64,22 +64,40 @@ async fn is_blocked(pool: &PgPool, blocker: Uuid, blocked: Uuid) -> Result<bool,
     .await
 }
 
-/// Our DM with `other`, or `None` (NONE).
+/// Our DM with `other`, or `None` (NONE). One statement: whether `other`
+/// is a live user, and our DM's row if there is one.
 ///
 /// # Errors
 /// 404 when `other` is not a live user; 500 on a database error.
 pub async fn get(pool: &PgPool, me: Uuid, other: Uuid) -> Result<Option<Dm>, AppError> {
-    if other != me && !live_user_exists(pool, other).await? {
-        return Err(AppError::NotFound);
-    }
     let (a, b) = ordered(me, other);
-    Ok(sqlx::query_as(
-        "SELECT id, status, invited_by_user_id FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
+    let (live, id, status, invited_by_user_id): (
+        bool,
+        Option<Uuid>,
+        Option<DmStatus>,
+        Option<Uuid>,
+    ) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL),
+                    d.id, d.status, d.invited_by_user_id
+             FROM (SELECT 1) AS one
+             LEFT JOIN dms d ON d.user_a_id = $1 AND d.user_b_id = $2",
     )
     .bind(a)
     .bind(b)
-    .fetch_optional(pool)
-    .await?)
+    .bind(other)
+    .fetch_one(pool)
+    .await?;
+    if other != me && !live {
+        return Err(AppError::NotFound);
+    }
+    Ok(match (id, status, invited_by_user_id) {
+        (Some(id), Some(status), Some(invited_by_user_id)) => Some(Dm {
+            id,
+            status,
+            invited_by_user_id,
+        }),
+        _ => None,
+    })
 }
 
 /// `me` invites `other` (see the module table).

@@ -119,25 +119,34 @@ pub async fn list(
     if !member {
         return Err(AppError::NotFound);
     }
+    // The limit is written into the statement (a number, at most
+    // MAX_PAGE): with `LIMIT $n`, Postgres may judge each call's own plan
+    // cheaper than the shared one and plan the statement anew every time.
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let mut messages: Vec<Message> = match after_seq {
-        Some(after) => {
+    let mut messages: Vec<Message> = match (after_seq, before_seq) {
+        (Some(after), _) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq > $2 ORDER BY seq LIMIT {limit}"
             ))
             .bind(dm_id)
             .bind(after)
-            .bind(limit)
             .fetch_all(pool)
             .await?
         }
-        None => {
+        (None, Some(before)) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT {limit}"
             ))
             .bind(dm_id)
-            .bind(before_seq.unwrap_or(i64::MAX))
-            .bind(limit)
+            .bind(before)
+            .fetch_all(pool)
+            .await?
+        }
+        (None, None) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 ORDER BY seq DESC LIMIT {limit}"
+            ))
+            .bind(dm_id)
             .fetch_all(pool)
             .await?
         }
