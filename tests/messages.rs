@@ -251,6 +251,32 @@ async fn history_pages_backwards_and_forwards_by_seq(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn only_members_list_messages_and_an_empty_page_is_no_error(pool: PgPool) {
+    let (state, ada, _, dm) = active(&pool).await;
+    send(&state, &ada, &dm, "m1", Uuid::new_v4()).await;
+    let eve = person(&pool, "eve").await;
+    for body in [
+        json!({ "dm_id": dm }),
+        json!({ "dm_id": dm, "before_seq": 5 }),
+        json!({ "dm_id": dm, "after_seq": 0 }),
+    ] {
+        let reply = call(&state, Some(&eve), "messages/list", body.clone()).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let unknown = json!({ "dm_id": Uuid::new_v4() });
+    let reply = call(&state, Some(&ada), "messages/list", unknown).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    for body in [
+        json!({ "dm_id": dm, "after_seq": 1 }),
+        json!({ "dm_id": dm, "before_seq": 1 }),
+    ] {
+        let reply = call(&state, Some(&ada), "messages/list", body.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{body}");
+        assert_eq!(reply.json(), json!([]), "{body}");
+    }
+}
+
+#[sqlx::test]
 async fn reading_clears_the_unread_count(pool: PgPool) {
     let (state, ada, bob, dm) = active(&pool).await;
     for n in 1..=3 {

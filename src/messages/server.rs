@@ -109,16 +109,9 @@ pub async fn list(
     after_seq: Option<i64>,
     limit: Option<i64>,
 ) -> Result<Vec<Message>, AppError> {
-    let member: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)",
-    )
-    .bind(dm_id)
-    .bind(me)
-    .fetch_one(pool)
-    .await?;
-    if !member {
-        return Err(AppError::NotFound);
-    }
+    // Membership is a condition of the page's own statement (one round
+    // trip); only an empty page asks whether it was empty or not mine.
+    const MINE: &str = "EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)";
     // The limit is written into the statement (a number, at most
     // MAX_PAGE): with `LIMIT $n`, Postgres may judge each call's own plan
     // cheaper than the shared one and plan the statement anew every time.
@@ -126,31 +119,47 @@ pub async fn list(
     let mut messages: Vec<Message> = match (after_seq, before_seq) {
         (Some(after), _) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq > $2 ORDER BY seq LIMIT {limit}"
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND {MINE} AND seq > $3
+                 ORDER BY seq LIMIT {limit}"
             ))
             .bind(dm_id)
+            .bind(me)
             .bind(after)
             .fetch_all(pool)
             .await?
         }
         (None, Some(before)) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT {limit}"
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND {MINE} AND seq < $3
+                 ORDER BY seq DESC LIMIT {limit}"
             ))
             .bind(dm_id)
+            .bind(me)
             .bind(before)
             .fetch_all(pool)
             .await?
         }
         (None, None) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 ORDER BY seq DESC LIMIT {limit}"
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND {MINE}
+                 ORDER BY seq DESC LIMIT {limit}"
             ))
             .bind(dm_id)
+            .bind(me)
             .fetch_all(pool)
             .await?
         }
     };
+    if messages.is_empty() {
+        let member: bool = sqlx::query_scalar(&format!("SELECT {MINE}"))
+            .bind(dm_id)
+            .bind(me)
+            .fetch_one(pool)
+            .await?;
+        if !member {
+            return Err(AppError::NotFound);
+        }
+    }
     messages.sort_by_key(|m| m.seq);
     Ok(messages)
 }
