@@ -112,14 +112,18 @@ pub async fn list(
     // Membership is a condition of the page's own statement (one round
     // trip); only an empty page asks whether it was empty or not mine.
     const MINE: &str = "EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)";
-    // The limit is written into the statement (a number, at most
-    // MAX_PAGE): with `LIMIT $n`, Postgres may judge each call's own plan
-    // cheaper than the shared one and plan the statement anew every time.
+    // Postgres plans a prepared statement for its parameters' values until
+    // the shared (generic) plan looks no dearer; for a DM whose statistics
+    // promise fewer rows than the average (a new DM) it never does, and
+    // every call was planned anew (0.16-0.25 ms, more than running it).
+    // `(SELECT $1)` hides the DM's id from the planner and the limit is
+    // written in as a number (at most MAX_PAGE), so each call's plan costs
+    // what the shared one does and the shared one is kept.
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let mut messages: Vec<Message> = match (after_seq, before_seq) {
         (Some(after), _) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND {MINE} AND seq > $3
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE} AND seq > $3
                  ORDER BY seq LIMIT {limit}"
             ))
             .bind(dm_id)
@@ -130,7 +134,7 @@ pub async fn list(
         }
         (None, Some(before)) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND {MINE} AND seq < $3
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE} AND seq < $3
                  ORDER BY seq DESC LIMIT {limit}"
             ))
             .bind(dm_id)
@@ -141,7 +145,7 @@ pub async fn list(
         }
         (None, None) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = $1 AND {MINE}
+                "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE}
                  ORDER BY seq DESC LIMIT {limit}"
             ))
             .bind(dm_id)
