@@ -318,18 +318,16 @@ const ONLINE: &str = "CASE WHEN d.status = 'ACTIVE' THEN EXISTS (
 /// 500 on a database error.
 pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<UserWithDm>, AppError> {
     let query = query.trim();
-    let pattern = if query.is_empty() {
-        String::new()
+    // Two statements, not one with `$2 = '' OR …`: planned once for all
+    // calls, that one's plan counted on the filter to keep few users and
+    // sorted all of them (3.5 ms at 1,000 users, against 0.9 for the
+    // walk along the index that the unfiltered statement gets).
+    let filter = if query.is_empty() {
+        ""
     } else {
-        format!(
-            "%{}%",
-            query
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
+        "AND (u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)"
     };
-    let rows: Vec<UserDmRow> = sqlx::query_as(&format!(
+    let sql = format!(
         "WITH d AS (
            SELECT d.id, d.status, d.invited_by_user_id,
                   CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END AS other_id
@@ -341,14 +339,22 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
          LEFT JOIN d ON d.other_id = u.id
          WHERE u.id <> $1 AND u.deleted_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
-           AND ($2 = '' OR u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)
+           {filter}
          ORDER BY lower(u.username)
          LIMIT 100"
-    ))
-    .bind(me)
-    .bind(pattern)
-    .fetch_all(pool)
-    .await?;
+    );
+    let mut rows = sqlx::query_as::<_, UserDmRow>(&sql).bind(me);
+    if !query.is_empty() {
+        let pattern = format!(
+            "%{}%",
+            query
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        rows = rows.bind(pattern);
+    }
+    let rows = rows.fetch_all(pool).await?;
     Ok(rows
         .into_iter()
         .map(|r| UserWithDm {

@@ -131,12 +131,14 @@ pub async fn process_one(pool: &PgPool) -> Result<bool, sqlx::Error> {
     Ok(true)
 }
 
-/// Applies every due event, then waits for a wake-up or [`POLL`]; forever.
+/// Applies every due event, then waits for a wake-up or [`POLL`]; until
+/// the pool closes (at shutdown), when it returns quietly.
 pub async fn run(pool: PgPool, wakeup: Arc<Notify>) {
     loop {
         match process_one(&pool).await {
             Ok(true) => continue,
             Ok(false) => {}
+            Err(_) if pool.is_closed() => return,
             Err(error) => tracing::error!(%error, "webhook worker: database error"),
         }
         let _ = tokio::time::timeout(POLL, wakeup.notified()).await;
