@@ -436,6 +436,39 @@ async fn the_people_list_is_the_first_hundred_by_username_and_a_search_is_litera
 }
 
 #[sqlx::test]
+async fn conversations_are_listed_by_last_activity_and_a_message_moves_one_up(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    let carl = person(&pool, "carl").await;
+    let with_bob = invite(&state, &ada, &bob).await.json();
+    answer(&state, &bob, "accept", &with_bob).await;
+    let with_carl = invite(&state, &ada, &carl).await.json();
+    answer(&state, &carl, "accept", &with_carl).await;
+    let order = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["other_user"]["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = call(&state, Some(&ada), "dm/list", json!({})).await.json();
+    assert_eq!(order(&list), ["carl", "bob"], "the latest accept first");
+
+    let sent = call(
+        &state,
+        Some(&bob),
+        "messages/send",
+        json!({ "dm_id": with_bob["id"], "body": "hi", "client_id": Uuid::new_v4() }),
+    )
+    .await
+    .json();
+    let list = call(&state, Some(&ada), "dm/list", json!({})).await.json();
+    assert_eq!(order(&list), ["bob", "carl"], "the new message first");
+    assert_eq!(list[0]["last_message"], "hi");
+    assert_eq!(list[0]["last_activity_at"], sent["created_at"]);
+    assert_eq!(list[0]["unread_count"], 1);
+}
+
+#[sqlx::test]
 async fn an_invite_from_a_blocked_user_is_declined_silently(pool: PgPool) {
     let (state, ada, bob) = setup(&pool).await;
     assert_eq!(

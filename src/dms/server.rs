@@ -395,7 +395,8 @@ struct SummaryRow {
 }
 
 /// My DMs with the other member, newest activity first; DMs with users I
-/// blocked are left out.
+/// blocked are left out. A DM's last activity is its last state change or
+/// its last message (by `seq`: one row of the index, however long the DM).
 ///
 /// # Errors
 /// 500 on a database error.
@@ -405,7 +406,8 @@ pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
                 u.last_name, u.image_url,
                 (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
                  ORDER BY m.seq DESC LIMIT 1) AS last_message,
-                to_char(GREATEST(d.updated_at, (SELECT max(m.created_at) FROM messages m WHERE m.dm_id = d.id))
+                to_char(GREATEST(d.updated_at, (SELECT m.created_at FROM messages m WHERE m.dm_id = d.id
+                                                ORDER BY m.seq DESC LIMIT 1))
                         AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS last_activity_at,
                 (SELECT count(*) FROM messages m
                  WHERE m.dm_id = d.id AND m.sender_id <> $1 AND m.seq > me.last_read_seq
