@@ -320,7 +320,7 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
     let query = query.trim();
     // Two statements, not one with `$2 = '' OR …`: planned once for all
     // calls, that one's plan counted on the filter to keep few users and
-    // sorted all of them (3.5 ms at 1,000 users, against 0.9 for the
+    // sorted all of them (3.5 ms at 1,000 users, against 0.34 ms for the
     // walk along the index that the unfiltered statement gets).
     let filter = if query.is_empty() {
         ""

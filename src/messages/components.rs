@@ -220,7 +220,7 @@ pub type FirstPage = (Vec<Message>, i64);
 /// at once (one round trip fewer on the way to the page).
 ///
 /// # Errors
-/// Those of [`list_messages`] and [`read_receipt`]: 401, 403 for a DM that
+/// Those of [`list_messages`] and [`read_receipt`]: 401, 404 for a DM that
 /// is not mine, 500.
 pub async fn first_page(dm_id: Uuid) -> Result<FirstPage, AppError> {
     let (messages, receipt) = futures::future::try_join(

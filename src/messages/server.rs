@@ -116,40 +116,43 @@ pub async fn list(
     // the shared (generic) plan looks no dearer; for a DM whose statistics
     // promise fewer rows than the average (a new DM) it never does, and
     // every call was planned anew (0.16-0.25 ms, more than running it).
-    // `(SELECT $1)` hides the DM's id from the planner and the limit is
-    // written in as a number (at most MAX_PAGE), so each call's plan costs
-    // what the shared one does and the shared one is kept.
+    // `(SELECT $n)` hides the DM's id and the limit from the planner, so
+    // each call's plan costs what the shared one does and the shared one
+    // is kept.
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let mut messages: Vec<Message> = match (after_seq, before_seq) {
         (Some(after), _) => {
             sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE} AND seq > $3
-                 ORDER BY seq LIMIT {limit}"
+                 ORDER BY seq LIMIT (SELECT $4)"
             ))
             .bind(dm_id)
             .bind(me)
             .bind(after)
+            .bind(limit)
             .fetch_all(pool)
             .await?
         }
         (None, Some(before)) => {
             sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE} AND seq < $3
-                 ORDER BY seq DESC LIMIT {limit}"
+                 ORDER BY seq DESC LIMIT (SELECT $4)"
             ))
             .bind(dm_id)
             .bind(me)
             .bind(before)
+            .bind(limit)
             .fetch_all(pool)
             .await?
         }
         (None, None) => {
             sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE}
-                 ORDER BY seq DESC LIMIT {limit}"
+                 ORDER BY seq DESC LIMIT (SELECT $3)"
             ))
             .bind(dm_id)
             .bind(me)
+            .bind(limit)
             .fetch_all(pool)
             .await?
         }
