@@ -18,6 +18,12 @@ use knock::{
     webhooks::worker,
 };
 
+/// The server's allocator: mimalloc, not the system's (glibc) malloc, which
+/// was a fifth of the server's CPU time in a chat page's render
+/// (docs/benchmarks.md, "Seventh round").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: knock [webhooks failed | webhooks retry [SVIX_ID]]";
 
 #[tokio::main]
