@@ -320,10 +320,16 @@ async fn main_result() -> Result<bool, String> {
         let population = load::populate(&client, &target, 64)
             .await
             .map_err(|e| e.to_string())?;
+        // Per stream: RSS growth since before the first stream, and since
+        // the previous row (the allocator may first reuse memory that the
+        // send phases freed, which the first figure then hides).
         let before = server.rss_kib().unwrap_or(0);
-        println!("\n| open streams | server RSS MiB | KiB per stream |");
-        println!("| --- | --- | --- |");
+        println!(
+            "\n| open streams | server RSS MiB | KiB per stream | KiB per stream since the row above |"
+        );
+        println!("| --- | --- | --- | --- |");
         let mut open: Vec<EventStream> = Vec::new();
+        let mut previous = (0, before);
         for &n in &idle_streams {
             while open.len() < n {
                 let user = &population.users[open.len() % population.users.len()];
@@ -331,11 +337,21 @@ async fn main_result() -> Result<bool, String> {
             }
             tokio::time::sleep(Duration::from_secs(3)).await;
             let rss = server.rss_kib().unwrap_or(0);
+            let added = if previous.0 == 0 {
+                String::new()
+            } else {
+                format!(
+                    "{:.1}",
+                    rss.saturating_sub(previous.1) as f64
+                        / n.saturating_sub(previous.0).max(1) as f64
+                )
+            };
             println!(
-                "| {n} | {:.1} | {:.1} |",
+                "| {n} | {:.1} | {:.1} | {added} |",
                 rss as f64 / 1024.0,
                 rss.saturating_sub(before) as f64 / n.max(1) as f64
             );
+            previous = (n, rss);
         }
     }
 
