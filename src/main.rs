@@ -19,8 +19,10 @@ use knock::{
 };
 
 /// The server's allocator: mimalloc, not the system's (glibc) malloc, which
-/// was a fifth of the server's CPU time in a chat page's render
-/// (docs/benchmarks.md, "Seventh round").
+/// took a fifth of the server's time in a chat page's render. Built without
+/// transparent huge pages (the crate's `no_thp` feature): with them, each
+/// idle event stream held about 10 KiB more (docs/benchmarks.md, "Seventh
+/// round").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
