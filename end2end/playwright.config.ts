@@ -10,7 +10,10 @@ const baseURL = process.env.KNOCK_BASE_URL ?? "http://127.0.0.1:3000";
 export default defineConfig({
   testDir: "./tests",
   globalSetup: "./global-setup.ts",
-  timeout: 30_000,
+  // A whole test. The longest take 15–28 s on two cores shared by two
+  // workers (each with up to two signed-in users) and a debug server, and
+  // two of them ran out of 30 s in a slow hour.
+  timeout: 60_000,
   expect: { timeout: 10_000 },
   fullyParallel: true,
   workers: 2,
