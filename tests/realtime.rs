@@ -23,7 +23,8 @@ use uuid::Uuid;
 /// A running Knock on `127.0.0.1:0`; stops when dropped.
 struct Server {
     base: String,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 async fn server(options: &PgConnectOptions, data_dir: &std::path::Path) -> Server {
@@ -40,10 +41,14 @@ async fn server(options: &PgConnectOptions, data_dir: &std::path::Path) -> Serve
     let app = Application::build(settings).await.expect("start");
     let base = format!("http://{}", app.local_addr());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
+    let running = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    Server { base, _stop: stop }
+    Server {
+        base,
+        stop,
+        running,
+    }
 }
 
 /// A temporary data dir, a server on it, a pool to inspect the database
@@ -647,4 +652,175 @@ async fn messages_sent_at_once_by_both_members_arrive_in_seq_order(
         }
     }
     assert_eq!(seqs, (1..=160).collect::<Vec<_>>());
+}
+
+/// Reads `stream` until the server closes it.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut text = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut text))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    String::from_utf8(text).unwrap()
+}
+
+#[sqlx::test]
+async fn a_stream_gets_the_same_events_on_a_connection_of_its_own_and_on_a_reused_one(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (ada_token, _, bob_token, dm) = active_dm(&one.base, &pool, &keys).await;
+    let base = &one.base;
+
+    // A fresh connection: served without hyper, closed after the stream.
+    let own = reqwest::Client::new()
+        .get(format!("{base}/api/events"))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.headers()["connection"], "close");
+    assert_eq!(own.headers()["content-type"], "text/event-stream");
+    // A connection that served a call first (a browser's idle keep-alive
+    // connection): hyper serves the stream and keeps the connection.
+    let reused_client = reqwest::Client::new();
+    let people = reused_client
+        .post(format!("{base}/api/users/list"))
+        .bearer_auth(&bob_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(people.status().is_success());
+    people.bytes().await.unwrap();
+    let reused = reused_client
+        .get(format!("{base}/api/events"))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(reused.headers().get("connection").is_none());
+
+    let sent = call(
+        base,
+        &ada_token,
+        "messages/send",
+        json!({ "dm_id": dm, "body": "both", "client_id": Uuid::new_v4() }),
+    )
+    .await;
+    for mut response in [own, reused] {
+        let mut text = String::new();
+        let arrived = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(chunk)) = response.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.contains(&sent["id"].as_str().unwrap().to_string()) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(arrived, Ok(true), "{text}");
+        assert!(text.contains("event: message\n"), "{text}");
+    }
+}
+
+#[sqlx::test]
+async fn a_stream_without_a_session_on_its_own_connection_is_401_and_closed(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (_dir, one, _pool, _keys) = start(&options).await;
+    let addr = one.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let text = read_to_close(&mut stream).await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a length")
+        .parse()
+        .unwrap();
+    assert_eq!(body.len(), length);
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(error["error"]["code"], "unauthorized", "{body}");
+}
+
+#[sqlx::test]
+async fn a_stream_whose_request_arrives_in_pieces_is_served(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_, token) = person(&pool, &keys, "ada").await;
+    let addr = one.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    for piece in [&request[..6], &request[6..40], &request[40..]] {
+        stream.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut head))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: text/event-stream\r\n"),
+        "{head}"
+    );
+}
+
+#[sqlx::test]
+async fn shutting_down_ends_open_streams_and_the_server_stops(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_, token) = person(&pool, &keys, "ada").await;
+    let mut own = reqwest::Client::new()
+        .get(format!("{}/api/events", one.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.headers()["connection"], "close");
+    let Server { stop, running, .. } = one;
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match own.chunk().await {
+                Ok(Some(_)) => continue,
+                end => return end.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert!(ended.is_ok(), "a complete response: {ended:?}");
+    // The grace for open requests is 10 s.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the server stops well within its grace");
+    assert!(stopped.unwrap().is_ok());
 }

@@ -28,6 +28,7 @@ use tower_http::{
 
 use super::{
     config::{KnockSettings, Settings},
+    connections::Connections,
     database::{Database, DatabaseError},
     health,
     state::AppState,
@@ -196,26 +197,28 @@ impl Application {
                 stopping.notify_one();
             }
         };
+        // Event streams opened as the first request of their connection
+        // are served outside hyper, without its buffers (see
+        // `connections`); `drained` completes when the last has ended.
+        let (listener, drained) = Connections::new(listener, router.clone());
         // `into_make_service`: each connection gets a clone of the built
         // router (a reference count). Serving the `Router` itself rebuilds
         // every route for each connection (`with_state` per connection),
         // tens of KiB per open event stream.
-        // TCP_NODELAY: a page streamed in several writes must not wait for
-        // the client's delayed ACK (Nagle's algorithm: ~40 ms stalls).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
         let server = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(signal)
             .into_future();
+        let served = async {
+            let result = server.await;
+            drained.wait().await;
+            result
+        };
         let deadline = async {
             stopping.notified().await;
             tokio::time::sleep(grace).await;
         };
         let result = tokio::select! {
-            result = server => result,
+            result = served => result,
             () = deadline => {
                 tracing::warn!(?grace, "shutdown grace elapsed; closing open connections");
                 Ok(())
