@@ -824,3 +824,41 @@ async fn shutting_down_ends_open_streams_and_the_server_stops(
         .expect("the server stops well within its grace");
     assert!(stopped.unwrap().is_ok());
 }
+
+#[sqlx::test]
+async fn pages_are_compressed_and_event_streams_are_not(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_, token) = person(&pool, &keys, "ada").await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{}/", one.base))
+        .bearer_auth(&token)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-encoding"], "gzip");
+    page.bytes().await.unwrap();
+    // On a connection of its own, and on the page's connection.
+    for fresh in [true, false] {
+        let client = if fresh {
+            reqwest::Client::new()
+        } else {
+            client.clone()
+        };
+        let stream = client
+            .get(format!("{}/api/events", one.base))
+            .bearer_auth(&token)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        assert_eq!(stream.headers().contains_key("connection"), fresh);
+        assert!(stream.headers().get("content-encoding").is_none());
+    }
+}
