@@ -862,3 +862,53 @@ async fn pages_are_compressed_and_event_streams_are_not(
         assert!(stream.headers().get("content-encoding").is_none());
     }
 }
+
+#[sqlx::test]
+async fn a_stream_requested_over_http_1_0_as_a_proxy_does_is_delimited_by_the_close(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let addr = one.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /api/events HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {bob_token}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut buffer = vec![0u8; 4096];
+    while !text.contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    let (head, _) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    let dm_id = dm["id"].as_str().unwrap();
+    while !(text.contains("event: dm\n") && text.contains(dm_id)) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("the invite in time: {text}"))
+            .unwrap();
+        assert!(n > 0, "closed early: {text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    assert!(!text.contains("\r\n0\r\n"), "no chunk sizes: {text}");
+}

@@ -14,7 +14,7 @@
 //!
 //! The decision is made by looking at the request without taking it from
 //! the socket (`MSG_PEEK`); anything unusual (another method or path,
-//! HTTP/1.0, a request body, `Upgrade`, `Expect`, an oversize or malformed
+//! a request body, `Upgrade`, `Expect`, an oversize or malformed
 //! head, a head that does not arrive within [`HEAD_WAIT`]) goes to hyper
 //! untouched, which answers it as it would any request. A stream that is
 //! not the first request of its connection (a browser reusing an idle
@@ -216,7 +216,13 @@ fn parse(bytes: &[u8]) -> Head {
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(_) => return Head::Other,
     };
-    let (Some("GET"), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+    // HTTP/1.0 too: nginx speaks it to upstreams unless told otherwise.
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Head::Other,
+    };
+    let (Some("GET"), Some(path)) = (parsed.method, parsed.path) else {
         return Head::Other;
     };
     let Some(rest) = path.strip_prefix("/api/events") else {
@@ -246,17 +252,19 @@ fn parse(bytes: &[u8]) -> Head {
     let mut request = Request::new(Body::empty());
     *request.method_mut() = Method::GET;
     *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
+    *request.version_mut() = version;
     *request.headers_mut() = map;
     Head::EventStream(length, Box::new(request))
 }
 
 /// Answers `request` through `router` and writes the response to `stream`
-/// as HTTP/1.1 with `connection: close`: a body of known length as it is,
-/// any other body (the event stream) chunked, one write per event. Ends
+/// with `connection: close`: a body of known length as it is, any other
+/// body (the event stream) chunked for HTTP/1.1 and as it is until the
+/// close for HTTP/1.0, one write per event. Ends
 /// when the body ends (the terminating chunk is sent), when a write fails,
 /// or when the client closes its side.
 async fn serve(mut stream: TcpStream, request: Request<Body>, router: Router) {
+    let version = request.version();
     let response = match router.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
@@ -267,15 +275,20 @@ async fn serve(mut stream: TcpStream, request: Request<Body>, router: Router) {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .or_else(|| axum::body::HttpBody::size_hint(&body).exact());
+    let framing = match length {
+        Some(length) => Framing::Length(length),
+        None if version == Version::HTTP_11 => Framing::Chunked,
+        None => Framing::Close,
+    };
     let (mut read, mut write) = stream.split();
     if write
-        .write_all(&response_head(&Response::from_parts(head, ()), length))
+        .write_all(&response_head(&Response::from_parts(head, ()), framing))
         .await
         .is_err()
     {
         return;
     }
-    let chunked = length.is_none();
+    let chunked = framing == Framing::Chunked;
     let mut data = body.into_data_stream();
     let mut probe = [0u8; 64];
     let mut trailing = 0;
@@ -322,12 +335,22 @@ async fn serve(mut stream: TcpStream, request: Request<Body>, router: Router) {
     let _ = write.shutdown().await;
 }
 
+/// How a response body is delimited ([RFC 9112 §6](https://www.rfc-editor.org/rfc/rfc9112#section-6)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `content-length`, bytes.
+    Length(u64),
+    /// `transfer-encoding: chunked` (HTTP/1.1 only).
+    Chunked,
+    /// The body ends when the connection closes (HTTP/1.0).
+    Close,
+}
+
 /// The status line and headers of `response`
 /// ([RFC 9112 §4, §6](https://www.rfc-editor.org/rfc/rfc9112)), with `date`
 /// ([RFC 9110 §6.6.1](https://www.rfc-editor.org/rfc/rfc9110#section-6.6.1)),
-/// `connection: close`, and `content-length: length` or
-/// `transfer-encoding: chunked`.
-fn response_head(response: &Response<()>, length: Option<u64>) -> Vec<u8> {
+/// `connection: close`, and the `framing`'s header.
+fn response_head(response: &Response<()>, framing: Framing) -> Vec<u8> {
     let status = response.status();
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"HTTP/1.1 ");
@@ -357,9 +380,12 @@ fn response_head(response: &Response<()>, length: Option<u64>) -> Vec<u8> {
         head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    match length {
-        Some(length) => head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes()),
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    match framing {
+        Framing::Length(length) => {
+            head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes())
+        }
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Close => {}
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
     head
@@ -388,13 +414,15 @@ mod tests {
         assert_eq!(request.uri(), "/api/events?last_event_id=1-2");
         assert_eq!(request.headers()["cookie"], "__session=x");
         assert_eq!(request.headers()["last-event-id"], "5-6");
+        assert_eq!(request.version(), Version::HTTP_11);
+        let request = event_stream(b"GET /api/events HTTP/1.0\r\nHost: a\r\n\r\n").expect("taken");
+        assert_eq!(request.version(), Version::HTTP_10);
     }
 
     #[test]
     fn anything_else_is_left_for_hyper() {
         for head in [
             &b"GET /api/eventsx HTTP/1.1\r\n\r\n"[..],
-            b"GET /api/events HTTP/1.0\r\n\r\n",
             b"POST /api/events HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
             b"GET /api/events HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
             b"GET /api/events HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
@@ -421,14 +449,17 @@ mod tests {
             .header("content-length", "9")
             .body(())
             .unwrap();
-        let head = String::from_utf8(response_head(&response, Some(9))).unwrap();
+        let head = String::from_utf8(response_head(&response, Framing::Length(9))).unwrap();
         assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
         assert!(head.contains("\r\ncontent-type: application/json\r\n"));
         assert_eq!(head.matches("content-length").count(), 1);
         assert!(head.contains("\r\ndate: "));
         assert!(head.ends_with("\r\ncontent-length: 9\r\nconnection: close\r\n\r\n"));
         let stream = Response::builder().status(200).body(()).unwrap();
-        let head = String::from_utf8(response_head(&stream, None)).unwrap();
+        let head = String::from_utf8(response_head(&stream, Framing::Chunked)).unwrap();
         assert!(head.ends_with("\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"));
+        let head = String::from_utf8(response_head(&stream, Framing::Close)).unwrap();
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert!(head.ends_with("\r\nconnection: close\r\n\r\n"));
     }
 }
