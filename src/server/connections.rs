@@ -73,7 +73,8 @@ pub struct Connections {
 }
 
 /// Completes once every connection that [`Connections`] served itself has
-/// closed and the listener is gone.
+/// closed and the listener is gone. A connection still being looked at
+/// then is closed instead of served.
 pub struct Drained(mpsc::Receiver<Infallible>);
 
 impl Drained {
@@ -121,16 +122,23 @@ impl axum::serve::Listener for Connections {
                     }
                     let router = router.clone();
                     let to_hyper = to_hyper.clone();
-                    let open = open.clone();
+                    // Weak while the request is awaited: a silent
+                    // connection does not hold up shutdown.
+                    let open = open.downgrade();
                     tokio::spawn(async move {
                         let mut stream = stream;
                         match take_event_stream_request(&mut stream).await {
-                            Some(request) => serve(stream, request, router).await,
+                            Some(request) => {
+                                // None once shutting down: the connection
+                                // is closed.
+                                if let Some(_open) = open.upgrade() {
+                                    serve(stream, request, router).await;
+                                }
+                            }
                             // Only fails while shutting down: the
                             // connection is closed.
                             None => drop(to_hyper.send((stream, addr)).await),
                         }
-                        drop(open);
                     });
                 }
             }
