@@ -272,6 +272,7 @@ fn parse(bytes: &[u8]) -> Head {
 /// when the body ends (the terminating chunk is sent), when a write fails,
 /// or when the client closes its side.
 async fn serve(mut stream: TcpStream, request: Request<Body>, router: Router) {
+    tracing::debug!("event stream on a connection of its own");
     let version = request.version();
     let response = match router.oneshot(request).await {
         Ok(response) => response,
