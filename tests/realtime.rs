@@ -678,6 +678,24 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
     String::from_utf8(text).unwrap()
 }
 
+/// Reads `stream` into `text` until `done(text)`, each read within 10 s.
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    text: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 4096];
+    while !done(text) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("nothing more in time: {text}"))
+            .unwrap();
+        assert!(n > 0, "closed early: {text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+}
+
 #[sqlx::test]
 async fn a_stream_gets_the_same_events_on_a_connection_of_its_own_and_on_a_reused_one(
     _: PgPoolOptions,
@@ -778,7 +796,7 @@ async fn a_stream_whose_request_arrives_in_pieces_is_served(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (_dir, one, pool, keys) = start(&options).await;
     let (_, token) = person(&pool, &keys, "ada").await;
     let addr = one.base.trim_start_matches("http://");
@@ -791,12 +809,8 @@ async fn a_stream_whose_request_arrives_in_pieces_is_served(
         stream.write_all(piece.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let mut head = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut head))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let head = String::from_utf8_lossy(&head[..n]);
+    let mut head = String::new();
+    read_until(&mut stream, &mut head, |t| t.contains("\r\n\r\n")).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(
         head.contains("\r\ncontent-type: text/event-stream\r\n"),
@@ -887,7 +901,7 @@ async fn a_stream_requested_over_http_1_0_as_a_proxy_does_is_delimited_by_the_cl
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (_dir, one, pool, keys) = start(&options).await;
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
@@ -901,15 +915,7 @@ async fn a_stream_requested_over_http_1_0_as_a_proxy_does_is_delimited_by_the_cl
         .await
         .unwrap();
     let mut text = String::new();
-    let mut buffer = vec![0u8; 4096];
-    while !text.contains("\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
-            .await
-            .expect("an answer in time")
-            .unwrap();
-        assert!(n > 0, "closed early: {text}");
-        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
-    }
+    read_until(&mut stream, &mut text, |t| t.contains("\r\n\r\n")).await;
     let (head, _) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(!head.contains("transfer-encoding"), "{head}");
@@ -921,13 +927,9 @@ async fn a_stream_requested_over_http_1_0_as_a_proxy_does_is_delimited_by_the_cl
     )
     .await;
     let dm_id = dm["id"].as_str().unwrap();
-    while !(text.contains("event: dm\n") && text.contains(dm_id)) {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
-            .await
-            .unwrap_or_else(|_| panic!("the invite in time: {text}"))
-            .unwrap();
-        assert!(n > 0, "closed early: {text}");
-        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
-    }
+    read_until(&mut stream, &mut text, |t| {
+        t.contains("event: dm\n") && t.contains(dm_id)
+    })
+    .await;
     assert!(!text.contains("\r\n0\r\n"), "no chunk sizes: {text}");
 }
