@@ -9,13 +9,14 @@
 //! an 8 KiB header buffer for every HTTP/1 connection for as long as it is
 //! open (its `max_buf_size` cannot go below 8 KiB), which is most of what an
 //! idle event stream costs. Here a stream keeps no buffer: its response
-//! head is written and freed, and each event is written straight from the
-//! stream's shared bytes (`docs/benchmarks.md`, eighth round).
+//! head is written and freed, and each event's frame is written as the
+//! body yields it, with one write (`docs/benchmarks.md`, eighth round).
 //!
 //! The decision is made by looking at the request without taking it from
 //! the socket (`MSG_PEEK`); anything unusual (another method or path,
-//! a request body, `Upgrade`, `Expect`, an oversize or malformed
-//! head, a head that does not arrive within [`HEAD_WAIT`]) goes to hyper
+//! a request body, `Upgrade`, `Expect`, an oversize or malformed head, a
+//! first byte later than [`FIRST_BYTES_WAIT`] or the rest of the head
+//! later than [`HEAD_WAIT`]) goes to hyper
 //! untouched, which answers it as it would any request. A stream that is
 //! not the first request of its connection (a browser reusing an idle
 //! keep-alive connection) is served by hyper too, in the same way.
