@@ -816,6 +816,40 @@ async fn a_stream_whose_request_arrives_in_pieces_is_served(
         head.contains("\r\ncontent-type: text/event-stream\r\n"),
         "{head}"
     );
+    // Served on a connection of its own, not handed to hyper.
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+}
+
+#[sqlx::test]
+async fn a_stream_whose_request_stalls_half_way_is_handed_to_hyper(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use knock::server::connections::HEAD_WAIT;
+    use tokio::io::AsyncWriteExt;
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_, token) = person(&pool, &keys, "ada").await;
+    let addr = one.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(HEAD_WAIT + Duration::from_millis(300)).await;
+    stream
+        .write_all(format!("Authorization: Bearer {token}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = String::new();
+    read_until(&mut stream, &mut head, |t| t.contains("\r\n\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: text/event-stream\r\n"),
+        "{head}"
+    );
+    // hyper's answer: the connection stays open for another request.
+    assert!(!head.contains("connection: close"), "{head}");
 }
 
 #[sqlx::test]

@@ -166,6 +166,7 @@ enum Head {
 /// event-stream request; otherwise leaves every byte where it is.
 async fn take_event_stream_request(stream: &mut TcpStream) -> Option<Request<Body>> {
     let start = Instant::now();
+    let mut wait = Duration::from_millis(1);
     let mut line = [0u8; EVENTS_REQUEST.len() + 1];
     loop {
         let n = tokio::time::timeout_at(start + FIRST_BYTES_WAIT, stream.peek(&mut line))
@@ -179,8 +180,7 @@ async fn take_event_stream_request(stream: &mut TcpStream) -> Option<Request<Bod
         if n == line.len() {
             break;
         }
-        // Peeking does not wait for more than what is there.
-        wait_for_more(start + FIRST_BYTES_WAIT).await?;
+        wait_for_more(start + FIRST_BYTES_WAIT, &mut wait).await?;
     }
     if !matches!(line[EVENTS_REQUEST.len()], b' ' | b'?') {
         return None;
@@ -202,17 +202,31 @@ async fn take_event_stream_request(stream: &mut TcpStream) -> Option<Request<Bod
                 head.resize(head.len() * 2, 0);
             }
             Head::Partial if n == head.len() => return None,
-            Head::Partial => wait_for_more(deadline).await?,
+            Head::Partial => wait_for_more(deadline, &mut wait).await?,
         }
     }
 }
 
-/// Sleeps a millisecond unless `deadline` has passed.
-async fn wait_for_more(deadline: Instant) -> Option<()> {
-    if Instant::now() >= deadline {
+/// The longest wait between two looks at a request head that is still
+/// arriving.
+const PEEK_WAIT_MAX: Duration = Duration::from_millis(64);
+
+/// Waits before the next look at a request head that is still arriving:
+/// `wait` (1 ms at first), doubled after each wait up to [`PEEK_WAIT_MAX`],
+/// never past `deadline`; `None` once `deadline` has passed.
+///
+/// A peek returns what is there without waiting for more, and the socket
+/// stays readable while those bytes are unread, so the wait is a timer.
+/// Doubling it means a connection that stalls half way through its request
+/// wakes the server about twenty times in [`HEAD_WAIT`] (some eighty in
+/// [`FIRST_BYTES_WAIT`]), not once a millisecond.
+async fn wait_for_more(deadline: Instant, wait: &mut Duration) -> Option<()> {
+    let now = Instant::now();
+    if now >= deadline {
         return None;
     }
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    tokio::time::sleep_until((now + *wait).min(deadline)).await;
+    *wait = (*wait * 2).min(PEEK_WAIT_MAX);
     Some(())
 }
 
