@@ -27,6 +27,17 @@ struct Server {
     running: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+impl Server {
+    /// A raw TCP connection to this server, with `TCP_NODELAY` (each write
+    /// goes out at once), and its `host:port` for the `Host` header.
+    async fn connect(&self) -> (tokio::net::TcpStream, String) {
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        (stream, addr)
+    }
+}
+
 async fn server(options: &PgConnectOptions, data_dir: &std::path::Path) -> Server {
     let settings = Settings::from_figment(
         Settings::defaults()
@@ -678,6 +689,19 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
     String::from_utf8(text).unwrap()
 }
 
+/// Reads a response head from `stream` and checks that it opens an event
+/// stream (200, `text/event-stream`).
+async fn read_event_stream_head(stream: &mut tokio::net::TcpStream) -> String {
+    let mut head = String::new();
+    read_until(stream, &mut head, |t| t.contains("\r\n\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: text/event-stream\r\n"),
+        "{head}"
+    );
+    head
+}
+
 /// Reads `stream` into `text` until `done(text)`, each read within 10 s.
 async fn read_until(
     stream: &mut tokio::net::TcpStream,
@@ -765,8 +789,7 @@ async fn a_stream_without_a_session_on_its_own_connection_is_401_and_closed(
 ) {
     use tokio::io::AsyncWriteExt;
     let (_dir, one, _pool, _keys) = start(&options).await;
-    let addr = one.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut stream, addr) = one.connect().await;
     stream
         .write_all(
             format!(
@@ -799,9 +822,7 @@ async fn a_stream_whose_request_arrives_in_pieces_is_served(
     use tokio::io::AsyncWriteExt;
     let (_dir, one, pool, keys) = start(&options).await;
     let (_, token) = person(&pool, &keys, "ada").await;
-    let addr = one.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
+    let (mut stream, addr) = one.connect().await;
     let request = format!(
         "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
     );
@@ -809,13 +830,7 @@ async fn a_stream_whose_request_arrives_in_pieces_is_served(
         stream.write_all(piece.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let mut head = String::new();
-    read_until(&mut stream, &mut head, |t| t.contains("\r\n\r\n")).await;
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(
-        head.contains("\r\ncontent-type: text/event-stream\r\n"),
-        "{head}"
-    );
+    let head = read_event_stream_head(&mut stream).await;
     // Served on a connection of its own, not handed to hyper.
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
 }
@@ -829,9 +844,7 @@ async fn a_stream_whose_request_stalls_half_way_is_handed_to_hyper(
     use tokio::io::AsyncWriteExt;
     let (_dir, one, pool, keys) = start(&options).await;
     let (_, token) = person(&pool, &keys, "ada").await;
-    let addr = one.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
+    let (mut stream, addr) = one.connect().await;
     stream
         .write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
         .await
@@ -841,13 +854,7 @@ async fn a_stream_whose_request_stalls_half_way_is_handed_to_hyper(
         .write_all(format!("Authorization: Bearer {token}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut head = String::new();
-    read_until(&mut stream, &mut head, |t| t.contains("\r\n\r\n")).await;
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(
-        head.contains("\r\ncontent-type: text/event-stream\r\n"),
-        "{head}"
-    );
+    let head = read_event_stream_head(&mut stream).await;
     // hyper's answer: the connection stays open for another request.
     assert!(!head.contains("connection: close"), "{head}");
 }
@@ -867,9 +874,7 @@ async fn shutting_down_ends_open_streams_and_the_server_stops(
         .unwrap();
     assert_eq!(own.headers()["connection"], "close");
     // A connection that has sent nothing yet (a browser's preconnect).
-    let _silent = tokio::net::TcpStream::connect(one.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let _silent = one.connect().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let Server { stop, running, .. } = one;
     stop.send(()).unwrap();
@@ -939,8 +944,7 @@ async fn a_stream_requested_over_http_1_0_as_a_proxy_does_is_delimited_by_the_cl
     let (_dir, one, pool, keys) = start(&options).await;
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
-    let addr = one.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut stream, addr) = one.connect().await;
     stream
         .write_all(
             format!("GET /api/events HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {bob_token}\r\n\r\n")
