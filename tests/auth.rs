@@ -542,3 +542,33 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     }
     out
 }
+
+#[sqlx::test]
+async fn an_event_stream_ends_when_its_session_token_expires(pool: PgPool) {
+    let stream = |seconds: i64| {
+        let mut c = claims("user_streaming");
+        c["exp"] = json!(now() + seconds);
+        let request = Request::get("/api/events")
+            .header(header::AUTHORIZATION, format!("Bearer {}", clerk_token(&c)))
+            .body(Body::empty())
+            .unwrap();
+        let state = clerk_state(&pool);
+        async move {
+            let started = std::time::Instant::now();
+            let reply = tokio::time::timeout(
+                std::time::Duration::from_secs(12),
+                common::send(state, request),
+            )
+            .await;
+            (reply, started.elapsed())
+        }
+    };
+    let ((expiring, lived), (lasting, _)) = tokio::join!(stream(1), stream(60));
+    let expiring = expiring.expect("the stream of an expiring token ends by itself");
+    assert_eq!(expiring.status, StatusCode::OK);
+    assert!(
+        lived >= std::time::Duration::from_secs(4),
+        "open until the token expired, with the leeway: {lived:?}"
+    );
+    assert!(lasting.is_err(), "a stream with a live token stays open");
+}

@@ -429,6 +429,19 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// When the session token of a request expires (`exp`, Unix seconds), or
+/// `None` without a valid token. Verified tokens are remembered, so after
+/// the request's [`CurrentUser`] this costs a lookup.
+pub async fn session_expiry(state: &AppState, headers: &HeaderMap) -> Option<i64> {
+    let token = session_token(headers)?;
+    state
+        .auth
+        .verify(&token)
+        .await
+        .ok()
+        .map(|claims| claims.exp)
+}
+
 /// The live user for verified claims, created from the claims when missing.
 ///
 /// # Errors
@@ -504,6 +517,14 @@ pub fn frontend_api(publishable_key: &str) -> Option<String> {
     let host = String::from_utf8(decoded).ok()?;
     let host = host.strip_suffix('$')?;
     (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// Where ClerkJS is loaded from for a publishable key: the browser bundle
+/// of `@clerk/clerk-js` v5 on the key's Frontend API (Clerk docs, "Clerk
+/// JavaScript SDK", script tag). `None` for a key that names no host.
+pub fn clerk_js_url(publishable_key: &str) -> Option<String> {
+    frontend_api(publishable_key)
+        .map(|host| format!("https://{host}/npm/@clerk/clerk-js@5/dist/clerk.browser.js"))
 }
 
 #[cfg(test)]
@@ -596,11 +617,11 @@ pub async fn refresh_expired_session(
         && let Some(token) = session_token(request.headers())
         && let Err(TokenError::Invalid(error)) = state.auth.verify(&token).await
         && *error.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature
-        && let Some(host) = frontend_api(key)
+        && let Some(clerk_js) = clerk_js_url(key)
     {
         let options = &state.leptos_options;
         let css = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
-        return refresh_page(key, &host, &css);
+        return refresh_page(key, &clerk_js, &css);
     }
     next.run(request).await
 }
@@ -619,7 +640,7 @@ fn client_uat(headers: &HeaderMap) -> i64 {
         .unwrap_or(0)
 }
 
-fn refresh_page(publishable_key: &str, host: &str, css: &str) -> axum::response::Response {
+fn refresh_page(publishable_key: &str, clerk_js: &str, css: &str) -> axum::response::Response {
     let escape = |s: &str| {
         s.replace('&', "&amp;")
             .replace('"', "&quot;")
@@ -627,10 +648,10 @@ fn refresh_page(publishable_key: &str, host: &str, css: &str) -> axum::response:
             .replace('>', "&gt;")
     };
     let html = format!(
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Knock</title><link rel="stylesheet" href="{css}"></head><body><main class="welcome" aria-busy="true"><h1>Knock</h1><p id="refresh-status" role="status">Signing you in…</p></main><script async crossorigin="anonymous" data-clerk-publishable-key="{key}" src="https://{host}/npm/@clerk/clerk-js@5/dist/clerk.browser.js" onload="window.Clerk.load().then(function () {{ location.reload(); }})" onerror="document.getElementById('refresh-status').textContent = 'Could not reach Clerk to refresh your session. Reload to try again.'"></script></body></html>"#,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Knock</title><link rel="stylesheet" href="{css}"></head><body><main class="welcome" aria-busy="true"><h1>Knock</h1><p id="refresh-status" role="status">Signing you in…</p></main><script async crossorigin="anonymous" data-clerk-publishable-key="{key}" src="{clerk_js}" onload="window.Clerk.load().then(function () {{ location.reload(); }})" onerror="document.getElementById('refresh-status').textContent = 'Could not reach Clerk to refresh your session. Reload to try again.'"></script></body></html>"#,
         css = escape(css),
         key = escape(publishable_key),
-        host = escape(host),
+        clerk_js = escape(clerk_js),
     );
     (
         [(axum::http::header::CACHE_CONTROL, "no-store")],

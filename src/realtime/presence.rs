@@ -3,7 +3,7 @@
 //!
 //! Each instance counts its open streams per user in memory, writes the
 //! count to the `presence` table when a user's first stream opens or last
-//! closes there, and beats in `instances` every [`HEARTBEAT`]; an instance silent for
+//! closes there ([`OFFLINE_GRACE`] after it closed), and beats in `instances` every [`HEARTBEAT`]; an instance silent for
 //! [`STALE_AFTER`] is swept by the others, so a killed server does not keep
 //! its users online. When a user goes online or offline across all
 //! instances, their partners in ACTIVE DMs (and nobody else) get a
@@ -25,6 +25,10 @@ use super::server::{Wakeups, commit_with_event};
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// An instance not heard from for this long is considered gone.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
+/// How long a closed stream still counts: a browser reconnecting within it
+/// (every stream ends when its session token expires, see
+/// `realtime::server::events`) does not flicker offline and back.
+pub const OFFLINE_GRACE: Duration = Duration::from_secs(10);
 
 /// SQL: whether user `$1` has a stream on a live instance.
 const ONLINE: &str = "EXISTS (SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
@@ -283,6 +287,7 @@ impl Drop for StreamGuard {
         let (presence, pool, user) = (self.presence.clone(), self.pool.clone(), self.user);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
+                tokio::time::sleep(OFFLINE_GRACE).await;
                 if let Err(error) = presence.close(&pool, user).await {
                     tracing::warn!(%error, "could not record a closed stream");
                 }

@@ -609,8 +609,28 @@ pub struct EventsQuery {
     pub last_event_id: Option<String>,
 }
 
+/// The longest an event stream stays open. It then ends and the browser
+/// reconnects, which checks the session again: a user deleted since, or a
+/// long-lived (dev-mode) token, is held to this bound too.
+pub const STREAM_MAX_LIFE: Duration = Duration::from_secs(10 * 60);
+
+/// When a stream opened now with a session token expiring at `exp` (Unix
+/// seconds) ends: at `exp` plus the verification leeway (Clerk's tokens
+/// live 60 s, so a Clerk session that ended, or was revoked, receives
+/// events for at most 65 s more), and never later than
+/// [`STREAM_MAX_LIFE`].
+pub fn stream_deadline(exp: Option<i64>) -> tokio::time::Instant {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let leeway = crate::auth::server::LEEWAY_SECS as i64;
+    let by_token =
+        exp.map(|exp| Duration::from_secs(u64::try_from(exp + leeway - now).unwrap_or(0)));
+    tokio::time::Instant::now() + by_token.map_or(STREAM_MAX_LIFE, |life| life.min(STREAM_MAX_LIFE))
+}
+
 /// What a stream carries between polls.
 struct StreamState {
+    /// When the stream ends ([`stream_deadline`]).
+    deadline: tokio::time::Instant,
     cursor: Cursor,
     wake: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
@@ -639,7 +659,9 @@ const RETRY_LAST: Duration = Duration::from_millis(64);
 /// Comments every 15 s keep proxies from closing the stream. The stream
 /// pulls from the log as the client reads, so a slow client holds no buffer
 /// beyond one page and slows nobody else. While it is open the user is
-/// online (see [`Presence`]).
+/// online (see [`Presence`]). The stream ends when the session token it was
+/// opened with expires ([`stream_deadline`]); the browser reconnects with
+/// the fresh token ClerkJS keeps and resumes where it was.
 ///
 /// # Errors
 /// 401 without a session; 500 on a database error.
@@ -649,6 +671,7 @@ pub async fn events(
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let expires = crate::auth::server::session_expiry(&state, &headers).await;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -673,6 +696,7 @@ pub async fn events(
     let pool = state.pool.clone();
     let hub = state.hub.clone();
     let start = StreamState {
+        deadline: stream_deadline(expires),
         cursor,
         wake,
         closing: state.hub.closing.subscribe(),
@@ -685,6 +709,9 @@ pub async fn events(
         let hub = hub.clone();
         async move {
             loop {
+                if tokio::time::Instant::now() >= st.deadline {
+                    return None;
+                }
                 if let Some(event) = st.buffer.pop_front() {
                     st.cursor = event.cursor;
                     let sse = Event::default()
@@ -711,6 +738,7 @@ pub async fn events(
                         tokio::select! {
                             _ = tokio::time::timeout(wait, st.wake.changed()) => {}
                             _ = st.closing.wait_for(|closing| *closing) => return None,
+                            _ = tokio::time::sleep_until(st.deadline) => return None,
                         }
                     }
                     Err(error) => {
