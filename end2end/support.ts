@@ -27,6 +27,16 @@ export function expectNoPageErrors(): void {
   expect(pageErrors.splice(0), "uncaught errors in the browser").toEqual([]);
 }
 
+/** Collects uncaught errors of `page` (shown as `name`) for `expectNoPageErrors`. */
+export function watchErrors(page: Page, name: string): void {
+  page.on("pageerror", (error) => pageErrors.push(`${name}: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && message.text().includes("panicked at")) {
+      pageErrors.push(`${name}: ${message.text().split("\n\nStack")[0]}`);
+    }
+  });
+}
+
 /** A new user, signed in (dev mode) in a browser context of their own. */
 export async function person(
   browser: Browser,
@@ -36,12 +46,7 @@ export async function person(
   const context = await browser.newContext({ javaScriptEnabled, ...(baseURL ? { baseURL } : {}) });
   const page = await context.newPage();
   const username = freshName(prefix);
-  page.on("pageerror", (error) => pageErrors.push(`${username}: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error" && message.text().includes("panicked at")) {
-      pageErrors.push(`${username}: ${message.text().split("\n\nStack")[0]}`);
-    }
-  });
+  watchErrors(page, username);
   await page.goto("/sign-in");
   await page.getByLabel("Username").fill(username);
   await page.getByRole("button", { name: "Continue" }).click();

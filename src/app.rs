@@ -26,12 +26,37 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
+                <SessionScript />
                 <MetaTags />
             </head>
             <body>
                 <App />
             </body>
         </html>
+    }
+}
+
+/// `public/session.js`, the session glue every page loads (see
+/// [`crate::auth::client`]). In Clerk mode its tag carries the publishable
+/// key and the ClerkJS URL, so that ClerkJS runs on every page and keeps the
+/// `__session` cookie fresh.
+#[component]
+fn SessionScript() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    let key = use_context::<crate::server::state::AppState>()
+        .and_then(|state| state.clerk_publishable_key.clone());
+    #[cfg(not(feature = "ssr"))]
+    let key: Option<String> = None;
+    #[cfg(feature = "ssr")]
+    let clerk_js_url = key.as_deref().and_then(crate::auth::server::clerk_js_url);
+    #[cfg(not(feature = "ssr"))]
+    let clerk_js_url: Option<String> = None;
+    view! {
+        <script
+            src="/session.js"
+            data-clerk-publishable-key=key
+            data-clerk-js-url=clerk_js_url
+        ></script>
     }
 }
 
@@ -42,7 +67,9 @@ pub fn App() -> impl IntoView {
     let session = provide_session();
     provide_handshake();
     let me = Signal::derive(move || match session.info.get() {
-        Some(Ok(crate::auth::SessionInfo { user: Some(me), .. })) => Some(me.id),
+        Some(Ok(crate::auth::SessionInfo { user: Some(me), .. })) if !session.ended.get() => {
+            Some(me.id)
+        }
         _ => None,
     });
     provide_live(me);

@@ -37,6 +37,25 @@ for (const javaScriptEnabled of [true, false]) {
   });
 }
 
+test("signing out in one tab signs out every tab of the browser", async ({ context }) => {
+  const first = await context.newPage();
+  const username = freshName("ada");
+  await signIn(first, username);
+  const second = await context.newPage();
+  await second.goto("/");
+  await expect(second.getByLabel("Signed in as")).toHaveText(username);
+  // Both tabs run the app (the Menu button is enabled once hydrated).
+  for (const page of [first, second]) {
+    await expect(page.getByRole("button", { name: "Menu" })).toBeEnabled();
+  }
+
+  await first.getByRole("button", { name: "Sign out" }).click();
+  await expect(first).toHaveURL(/\/sign-in$/);
+  await expect(second.getByRole("alert")).toContainText("You are signed out");
+  await expect(second.getByRole("link", { name: "Sign in again" })).toBeVisible();
+  await expect(second.getByLabel("Signed in as")).toHaveCount(0);
+});
+
 test("a username without letters or digits is refused with a message", async ({ page }) => {
   await page.goto("/sign-in");
   await expect(page.getByRole("button", { name: "Menu" })).toBeEnabled();

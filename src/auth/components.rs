@@ -11,6 +11,10 @@ use crate::error::AppError;
 pub struct Session {
     /// The current [`SessionInfo`].
     pub info: Resource<Result<SessionInfo, AppError>>,
+    /// The session this page was shown with has ended (Clerk said so, or
+    /// **Sign out** in another tab): the page stays as it is, with a way to
+    /// sign in again, and nothing more is sent for it.
+    pub ended: RwSignal<bool>,
     /// Dev sign-in.
     pub sign_in: ServerAction<DevSignIn>,
     /// Sign-out.
@@ -25,40 +29,87 @@ pub fn provide_session() -> Session {
         move || (sign_in.version().get(), sign_out.version().get()),
         |_| session(),
     );
+    let ended = RwSignal::new(false);
     let session = Session {
         info,
+        ended,
         sign_in,
         sign_out,
     };
     provide_context(session);
+    #[cfg(feature = "hydrate")]
+    {
+        use super::client;
+        let signed_in = move || matches!(info.get(), Some(Ok(SessionInfo { user: Some(_), .. })));
+        // Talks to the outside world: whether a 401 may renew the session.
+        Effect::new(move |_| client::set_signed_in(signed_in() && !ended.get()));
+        let listener = window_event_listener_untyped(client::SIGNED_OUT_EVENT, move |_| {
+            if signed_in() {
+                ended.set(true);
+            }
+        });
+        on_cleanup(move || listener.remove());
+        // **Sign out** here signs out every other tab of the browser too.
+        Effect::new(move |_| {
+            if matches!(sign_out.value().get(), Some(Ok(()))) {
+                client::announce_sign_out();
+            }
+        });
+    }
     session
 }
 
-/// The top bar's right side: the username and **Sign out**, or **Sign in**.
+/// Shown when the session ended while the page was open: the page keeps
+/// what it shows (a draft included) and offers to sign in again.
+#[component]
+pub fn SignedOutNotice() -> impl IntoView {
+    let Session { ended, .. } = expect_context::<Session>();
+    move || {
+        ended.get().then(|| {
+            view! {
+                <p class="signed-out" role="alert">
+                    "You are signed out. "
+                    <a href="/sign-in">"Sign in again"</a>
+                </p>
+            }
+        })
+    }
+}
+
+/// The top bar's right side: the username and **Sign out**, or **Sign in**
+/// (also once the session has ended while the page was open).
 #[component]
 pub fn UserMenu() -> impl IntoView {
-    let Session { info, sign_out, .. } = expect_context::<Session>();
+    let Session {
+        info,
+        sign_out,
+        ended,
+        ..
+    } = expect_context::<Session>();
+    let sign_in_link = || view! { <a class="sign-in-link" href="/sign-in">"Sign in"</a> };
     view! {
-        <Transition fallback=|| ()>
-            {move || Suspend::new(async move {
-                match info.await {
-                    Ok(SessionInfo { user: Some(user), .. }) => {
-                        view! {
-                            <div class="user-menu">
-                                <span class="me" aria-label="Signed in as">
-                                    {user.username.clone()}
-                                </span>
-                                <ActionForm action=sign_out>
-                                    <button type="submit">"Sign out"</button>
-                                </ActionForm>
-                            </div>
+        <Show when=move || !ended.get() fallback=sign_in_link>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match info.await {
+                        Ok(SessionInfo { user: Some(user), .. }) => {
+                            view! {
+                                <div class="user-menu">
+                                    <span class="me" aria-label="Signed in as">
+                                        {user.username.clone()}
+                                    </span>
+                                    <ActionForm action=sign_out>
+                                        <button type="submit">"Sign out"</button>
+                                    </ActionForm>
+                                </div>
+                            }
+                                .into_any()
                         }
-                            .into_any()
+                        _ => sign_in_link().into_any(),
                     }
-                    _ => view! { <a class="sign-in-link" href="/sign-in">"Sign in"</a> }.into_any(),
-                }
-            })}
-        </Transition>
+                })}
+            </Transition>
+        </Show>
     }
 }
 
@@ -81,13 +132,9 @@ pub fn SignInPage() -> impl IntoView {
             <Transition fallback=|| ()>
                 {move || Suspend::new(async move {
                     match info.await {
-                        Ok(
-                            SessionInfo {
-                                clerk_publishable_key: Some(key),
-                                clerk_js_url: Some(url),
-                                ..
-                            },
-                        ) => view! { <ClerkSignIn publishable_key=key clerk_js_url=url /> }.into_any(),
+                        Ok(SessionInfo { clerk_publishable_key: Some(_), .. }) => {
+                            view! { <ClerkSignIn /> }.into_any()
+                        }
                         _ => {
                             view! {
                                 <ActionForm action=sign_in attr:class="dev-sign-in">
@@ -116,28 +163,20 @@ pub fn SignInPage() -> impl IntoView {
     }
 }
 
-/// Once ClerkJS has loaded: finish a Knock sign-out at Clerk too (or Clerk
-/// would issue a new session token), send a signed-in person home, else
-/// mount Clerk's sign-in, which returns to `/` when done.
-const CLERK_SIGN_IN_SCRIPT: &str = "window.Clerk.load().then(function () {\
-  var el = document.getElementById('clerk-sign-in');\
-  var mount = function () { window.Clerk.mountSignIn(el, { fallbackRedirectUrl: '/' }); };\
-  if (window.Clerk.session && /signed_out/.test(location.search)) { window.Clerk.signOut().then(mount); }\
-  else if (window.Clerk.session) { location.href = '/'; }\
-  else { mount(); }\
-})";
-
-/// Clerk's sign-in component, mounted by ClerkJS from `clerk_js_url`.
+/// Clerk's sign-in, mounted by ClerkJS (which `public/session.js` loads
+/// on every page in Clerk mode): it finishes a Knock sign-out at Clerk too,
+/// sends a person Clerk has signed in home, and else mounts Clerk's
+/// sign-in, which returns to `/` when done.
 #[component]
-fn ClerkSignIn(publishable_key: String, clerk_js_url: String) -> impl IntoView {
-    view! {
-        <div id="clerk-sign-in"></div>
-        <script
-            async
-            crossorigin="anonymous"
-            data-clerk-publishable-key=publishable_key
-            src=clerk_js_url
-            onload=CLERK_SIGN_IN_SCRIPT
-        ></script>
-    }
+fn ClerkSignIn() -> impl IntoView {
+    let mount = NodeRef::<leptos::html::Div>::new();
+    // The page may also arrive by client-side navigation (after **Sign
+    // out**), when the glue's own look for the element has passed.
+    Effect::new(move |_| {
+        #[cfg(feature = "hydrate")]
+        if let Some(el) = mount.get() {
+            crate::auth::client::mount_sign_in(&el);
+        }
+    });
+    view! { <div id="clerk-sign-in" node_ref=mount></div> }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::AppError, users::User};
 
+pub mod client;
 pub mod components;
 #[cfg(feature = "ssr")]
 pub mod server;
@@ -29,7 +30,7 @@ pub struct SessionInfo {
 ///
 /// # Errors
 /// [`AppError::Internal`] when the database fails.
-#[server(prefix = "/api", endpoint = "session")]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "session")]
 pub async fn session() -> Result<SessionInfo, AppError> {
     use crate::server::state::AppState;
     let state = AppState::current()?;
@@ -41,8 +42,7 @@ pub async fn session() -> Result<SessionInfo, AppError> {
     let clerk_js_url = state
         .clerk_publishable_key
         .as_deref()
-        .and_then(server::frontend_api)
-        .map(|host| format!("https://{host}/npm/@clerk/clerk-js@5/dist/clerk.browser.js"));
+        .and_then(server::clerk_js_url);
     Ok(SessionInfo {
         user,
         clerk_publishable_key: state.clerk_publishable_key.clone(),
@@ -58,7 +58,7 @@ pub async fn session() -> Result<SessionInfo, AppError> {
 /// # Errors
 /// [`AppError::BadRequest`] for a username with no letter or digit;
 /// [`AppError::NotFound`] in Clerk mode.
-#[server(prefix = "/api", endpoint = "session/dev-sign-in")]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "session/dev-sign-in")]
 pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
     use crate::{
         error::respond,
@@ -101,7 +101,7 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
 ///
 /// # Errors
 /// None in practice; the signature is that of every server function.
-#[server(prefix = "/api", endpoint = "session/sign-out")]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "session/sign-out")]
 pub async fn sign_out() -> Result<(), AppError> {
     let state = crate::server::state::AppState::current()?;
     server::set_session_cookie(None);

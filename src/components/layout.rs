@@ -2,7 +2,11 @@
 
 use leptos::prelude::*;
 
-use crate::{auth::components::UserMenu, dms::components::Sidebar, realtime::Live};
+use crate::{
+    auth::components::{SignedOutNotice, UserMenu},
+    dms::components::Sidebar,
+    realtime::Live,
+};
 
 /// The sidebar / main-pane layout every page sits in.
 ///
@@ -67,6 +71,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                             }
                         })
                 }}
+                <SignedOutNotice />
                 <UserMenu />
             </header>
             <aside id="sidebar" class="sidebar" aria-label="Conversations">

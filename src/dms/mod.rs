@@ -115,7 +115,7 @@ pub struct DmSummary {
 ///
 /// # Errors
 /// 401 without a session; 500 on a database error.
-#[server(prefix = "/api", endpoint = "users/list", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/list", input = server_fn::codec::Json)]
 pub async fn list_users(query: Option<String>) -> Result<Vec<UserWithDm>, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -128,7 +128,7 @@ pub async fn list_users(query: Option<String>) -> Result<Vec<UserWithDm>, AppErr
 ///
 /// # Errors
 /// 401 without a session; 404 for an unknown user.
-#[server(prefix = "/api", endpoint = "dm/get", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/get", input = server_fn::codec::Json)]
 pub async fn get_dm(other_user_id: Uuid) -> Result<Option<Dm>, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -143,7 +143,7 @@ pub async fn get_dm(other_user_id: Uuid) -> Result<Option<Dm>, AppError> {
 /// # Errors
 /// 400 inviting myself; 404 unknown user; 409 a repeat invite (or inviting
 /// someone I blocked); 429 too many invites.
-#[server(prefix = "/api", endpoint = "dm/invite", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/invite", input = server_fn::codec::Json)]
 pub async fn invite(other_user_id: Uuid) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -156,7 +156,7 @@ pub async fn invite(other_user_id: Uuid) -> Result<Dm, AppError> {
 ///
 /// # Errors
 /// 404 unknown DM or not mine; 409 not a pending invite of mine.
-#[server(prefix = "/api", endpoint = "dm/accept", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/accept", input = server_fn::codec::Json)]
 pub async fn accept(dm_id: Uuid) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -169,7 +169,7 @@ pub async fn accept(dm_id: Uuid) -> Result<Dm, AppError> {
 ///
 /// # Errors
 /// 404 unknown DM or not mine; 409 not a pending invite of mine.
-#[server(prefix = "/api", endpoint = "dm/decline", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/decline", input = server_fn::codec::Json)]
 pub async fn decline(dm_id: Uuid) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -182,7 +182,7 @@ pub async fn decline(dm_id: Uuid) -> Result<Dm, AppError> {
 ///
 /// # Errors
 /// 401 without a session.
-#[server(prefix = "/api", endpoint = "dm/list", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/list", input = server_fn::codec::Json)]
 pub async fn list_dms() -> Result<Vec<DmSummary>, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -195,7 +195,7 @@ pub async fn list_dms() -> Result<Vec<DmSummary>, AppError> {
 ///
 /// # Errors
 /// 400 blocking myself; 404 unknown user.
-#[server(prefix = "/api", endpoint = "users/block", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/block", input = server_fn::codec::Json)]
 pub async fn block(user_id: Uuid) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -208,7 +208,7 @@ pub async fn block(user_id: Uuid) -> Result<(), AppError> {
 ///
 /// # Errors
 /// 404 unknown user.
-#[server(prefix = "/api", endpoint = "users/unblock", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/unblock", input = server_fn::codec::Json)]
 pub async fn unblock(user_id: Uuid) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -223,7 +223,7 @@ pub async fn unblock(user_id: Uuid) -> Result<(), AppError> {
 ///
 /// # Errors
 /// As the JSON endpoints.
-#[server(prefix = "/api", endpoint = "dm/form")]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/form")]
 pub async fn dm_form(
     action: String,
     other_user_id: Uuid,

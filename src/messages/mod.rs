@@ -43,7 +43,7 @@ pub struct Message {
 /// # Errors
 /// 400 empty or over 4000 characters; 413 far over; 404 not my DM; 409 the
 /// DM is not ACTIVE; 403 blocked.
-#[server(prefix = "/api", endpoint = "messages/send", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/send", input = server_fn::codec::Json)]
 pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -58,7 +58,7 @@ pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<
 ///
 /// # Errors
 /// As `messages/send`.
-#[server(prefix = "/api", endpoint = "messages/send-form")]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/send-form")]
 pub async fn send_message_form(
     dm_id: Uuid,
     other_user_id: Uuid,
@@ -78,7 +78,7 @@ pub async fn send_message_form(
 ///
 /// # Errors
 /// 404 not my DM.
-#[server(prefix = "/api", endpoint = "messages/list", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/list", input = server_fn::codec::Json)]
 pub async fn list_messages(
     dm_id: Uuid,
     before_seq: Option<i64>,
@@ -96,7 +96,7 @@ pub async fn list_messages(
 ///
 /// # Errors
 /// 404 not my DM.
-#[server(prefix = "/api", endpoint = "messages/read", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/read", input = server_fn::codec::Json)]
 pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -111,7 +111,7 @@ pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
 /// # Errors
 /// 400/413 for the body as in `messages/send`; 404 no such message in my
 /// DMs; 403 not mine; 409 deleted, or the DM is not ACTIVE.
-#[server(prefix = "/api", endpoint = "messages/edit", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/edit", input = server_fn::codec::Json)]
 pub async fn edit_message(message_id: Uuid, body: String) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -126,7 +126,7 @@ pub async fn edit_message(message_id: Uuid, body: String) -> Result<Message, App
 ///
 /// # Errors
 /// 404 no such message in my DMs; 403 not mine; 409 the DM is not ACTIVE.
-#[server(prefix = "/api", endpoint = "messages/delete", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/delete", input = server_fn::codec::Json)]
 pub async fn delete_message(message_id: Uuid) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -140,7 +140,7 @@ pub async fn delete_message(message_id: Uuid) -> Result<Message, AppError> {
 ///
 /// # Errors
 /// 404 not my DM.
-#[server(prefix = "/api", endpoint = "messages/seen", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/seen", input = server_fn::codec::Json)]
 pub async fn read_receipt(dm_id: Uuid) -> Result<Receipt, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;

@@ -145,7 +145,7 @@ pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
 ///
 /// # Errors
 /// 404 not my DM; 409 the DM is not ACTIVE.
-#[server(prefix = "/api", endpoint = "typing", input = server_fn::codec::Json)]
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "typing", input = server_fn::codec::Json)]
 pub async fn typing(dm_id: Uuid) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
@@ -225,12 +225,61 @@ mod browser {
     /// Opens `/api/events`, resuming after `last_id` when there is one (a
     /// new `EventSource` cannot send `Last-Event-ID`, so it goes in the
     /// query).
-    fn open(
+    /// The stream's state between its `EventSource`s.
+    #[derive(Clone, Copy)]
+    struct Slot {
         live: Live,
-        me: uuid::Uuid,
+        stream: StoredValue<Option<Stream>, LocalStorage>,
         last_id: StoredValue<Option<String>, LocalStorage>,
         was_down: StoredValue<bool, LocalStorage>,
-    ) -> Option<Stream> {
+    }
+
+    /// How long the stream may be down before the page says
+    /// **Reconnecting…**: the server ends each stream when its session
+    /// token expires, and the browser reconnects within about 3 s.
+    const QUIET_RECONNECT_MS: u64 = 5_000;
+
+    /// Resolves after `ms` milliseconds.
+    async fn sleep(ms: u64) {
+        let (done, wait) = futures::channel::oneshot::channel::<()>();
+        set_timeout(
+            move || {
+                let _ = done.send(());
+            },
+            std::time::Duration::from_millis(ms),
+        );
+        let _ = wait.await;
+    }
+
+    /// After the browser gave up on the stream (it does for any answer but
+    /// 200, a 401 included): renews the session if that is what failed,
+    /// then opens the stream again, resuming from the last event seen. A
+    /// session that has ended stays closed (the page says so).
+    fn recover(slot: Slot, me: uuid::Uuid) {
+        leptos::task::spawn_local(async move {
+            use crate::auth::client::{Refresh, refresh};
+            match crate::auth::session().await {
+                Ok(info) if info.user.is_some() => {}
+                Ok(_) => match refresh().await {
+                    Refresh::Token(_) => {}
+                    Refresh::SignedOut => return,
+                    Refresh::Unavailable => sleep(QUIET_RECONNECT_MS).await,
+                },
+                Err(_) => sleep(QUIET_RECONNECT_MS / 2).await,
+            }
+            if slot.live.me.get_untracked() == Some(me) {
+                slot.stream.set_value(open(slot, me));
+            }
+        });
+    }
+
+    fn open(slot: Slot, me: uuid::Uuid) -> Option<Stream> {
+        let Slot {
+            live,
+            last_id,
+            was_down,
+            ..
+        } = slot;
         let url = match last_id.get_value() {
             Some(id) => format!(
                 "/api/events?last_event_id={}",
@@ -263,9 +312,23 @@ mod browser {
         });
         source.set_onopen(Some(opened.as_ref().unchecked_ref()));
         handlers.push(opened);
-        let error = Closure::<dyn FnMut(Event)>::new(move |_| {
+        let error = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
             was_down.set_value(true);
-            live.reconnecting.set(true);
+            set_timeout(
+                move || {
+                    if was_down.try_get_value() == Some(true) {
+                        live.reconnecting.set(true);
+                    }
+                },
+                std::time::Duration::from_millis(QUIET_RECONNECT_MS),
+            );
+            let closed = event
+                .target()
+                .and_then(|target| target.dyn_into::<EventSource>().ok())
+                .is_some_and(|source| source.ready_state() == EventSource::CLOSED);
+            if closed {
+                recover(slot, me);
+            }
         });
         source.set_onerror(Some(error.as_ref().unchecked_ref()));
         handlers.push(error);
@@ -279,14 +342,22 @@ mod browser {
         let stream = StoredValue::new_local(None::<Stream>);
         let last_id = StoredValue::new_local(None::<String>);
         let was_down = StoredValue::new_local(false);
+        let slot = Slot {
+            live,
+            stream,
+            last_id,
+            was_down,
+        };
         // Talks to the outside world: opens or closes the stream as the
-        // session changes. After a server restart or a dropped connection
-        // the browser reconnects by itself, sending `Last-Event-ID`, and the
-        // server replays what was missed.
+        // session changes. After a server restart, a dropped connection or
+        // the end of a stream whose session token expired, the browser
+        // reconnects by itself, sending `Last-Event-ID` (and the fresh
+        // `__session` cookie ClerkJS keeps), and the server replays what was
+        // missed; when it gives up, `recover` takes over.
         Effect::new(move |_| {
             stream.set_value(None);
             if let Some(me) = live.me.get() {
-                stream.set_value(open(live, me, last_id, was_down));
+                stream.set_value(open(slot, me));
             }
         });
         // When the device goes offline the old connection may linger
@@ -298,7 +369,7 @@ mod browser {
         });
         let online = window_event_listener(leptos::ev::online, move |_| {
             if let Some(me) = live.me.get_untracked() {
-                stream.set_value(open(live, me, last_id, was_down));
+                stream.set_value(open(slot, me));
             }
         });
         on_cleanup(move || {
