@@ -141,6 +141,10 @@ async fn subscribe(
                     }
                 }
                 if !event.is_empty() {
+                    // Everything on the wire is an `Event` the browser decodes.
+                    if let Err(error) = knock::realtime::Event::decode(&event, &data) {
+                        panic!("not an Event: {event} {data}: {error}");
+                    }
                     let _ = tx.send((
                         id,
                         event,

@@ -25,7 +25,12 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Dm, DmStatus, DmSummary, UserWithDm};
-use crate::{error::AppError, realtime::server as realtime, server::state::AppState, users::User};
+use crate::{
+    error::AppError,
+    realtime::{DmEvent, Event, server as realtime},
+    server::state::AppState,
+    users::User,
+};
 
 /// How many invites one user may send per minute by default
 /// (`KNOCK_INVITES_PER_MINUTE`), bursts included.
@@ -131,8 +136,7 @@ pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppEr
     let before = dm_state(&mut tx, me, other).await?;
     let dm = invite_in(&mut tx, me, other).await?;
     // Only a change is news; an unchanged DM (see the table) is not.
-    let event =
-        (before.as_ref() != Some(&dm)).then(|| ("dm", serde_json::json!({ "dm_id": dm.id })));
+    let event = (before.as_ref() != Some(&dm)).then_some(Event::Dm(DmEvent { dm_id: dm.id }));
     realtime::commit_with_event(tx, &state.hub.wakeups, &recipients, event).await?;
     Ok(dm)
 }
@@ -279,7 +283,7 @@ pub async fn answer(
     .fetch_one(&mut *tx)
     .await?;
     let recipients = [me, dm.invited_by_user_id];
-    let event = ("dm", serde_json::json!({ "dm_id": dm.id }));
+    let event = Event::Dm(DmEvent { dm_id: dm.id });
     realtime::commit_with_event(tx, &state.hub.wakeups, &recipients, Some(event)).await?;
     Ok(dm)
 }

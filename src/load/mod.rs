@@ -27,7 +27,10 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::server::SessionKeys;
+use crate::{
+    auth::server::SessionKeys,
+    realtime::{Event, MessageEvent},
+};
 
 /// How many setup requests run at once.
 const SETUP_CONCURRENCY: usize = 32;
@@ -426,23 +429,17 @@ impl EventStream {
         let task = tokio::spawn(async move {
             let mut events = response.bytes_stream().eventsource();
             while let Some(Ok(event)) = events.next().await {
-                if event.event != "message" {
-                    continue;
-                }
                 let at = Instant::now();
-                let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-                    continue;
-                };
-                let parsed = (
-                    data["dm_id"].as_str().and_then(|v| v.parse().ok()),
-                    data["seq"].as_i64(),
-                    data["message_id"].as_str().and_then(|v| v.parse().ok()),
-                );
-                if let (Some(dm), Some(seq), Some(message)) = parsed {
+                if let Ok(Event::Message(MessageEvent {
+                    dm_id,
+                    message_id,
+                    seq,
+                })) = Event::decode(&event.event, &event.data)
+                {
                     record.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
-                        dm,
+                        dm: dm_id,
                         seq,
-                        message,
+                        message: message_id,
                         at,
                     });
                 }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     error::AppError,
-    realtime::{Live, LiveEvent, typing},
+    realtime::{Event, Live, typing},
     users::User,
 };
 
@@ -318,17 +318,17 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
     };
     let other_id = other.id;
     live.on_event(move |event| match event {
-        LiveEvent::Message(e) if e.dm_id == dm_id => {
+        Event::Message(e) if e.dm_id == dm_id => {
             if e.seq > newest() {
                 catch_up();
             } else {
                 refetch_one(e.seq);
             }
         }
-        LiveEvent::Read(e) if e.dm_id == dm_id && e.user_id == other_id => {
+        Event::Read(e) if e.dm_id == dm_id && e.user_id == other_id => {
             other_read.update(|r| *r = (*r).max(e.seq));
         }
-        LiveEvent::Typing(e) if e.dm_id == dm_id && e.user_id == other_id => {
+        Event::Typing(e) if e.dm_id == dm_id && e.user_id == other_id => {
             let shown = typing_shown.get_untracked().wrapping_add(1).max(1);
             typing_shown.set(shown);
             set_timeout(
@@ -340,7 +340,7 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
                 std::time::Duration::from_millis(TYPING_SHOWN_MS as u64),
             );
         }
-        LiveEvent::Resync => {
+        Event::Resync(_) => {
             catch_up();
             leptos::task::spawn_local(async move {
                 if let Ok(receipt) = read_receipt(dm_id).await {

@@ -7,7 +7,10 @@ use uuid::Uuid;
 
 use super::{Message, group_commit::Outgoing};
 use crate::{
-    dms::DmStatus, error::AppError, realtime::server as realtime, server::state::AppState,
+    dms::DmStatus,
+    error::AppError,
+    realtime::{Event, MessageEvent, ReadEvent, server as realtime},
+    server::state::AppState,
 };
 
 /// The most characters a message may have after trimming.
@@ -198,10 +201,11 @@ pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(
     .fetch_optional(&mut *tx)
     .await?;
     let event = moved.map(|seq| {
-        (
-            "read",
-            serde_json::json!({ "dm_id": dm_id, "user_id": me, "seq": seq }),
-        )
+        Event::Read(ReadEvent {
+            dm_id,
+            user_id: me,
+            seq,
+        })
     });
     realtime::commit_with_event(tx, &state.hub.wakeups, &members, event).await?;
     Ok(())
@@ -276,10 +280,12 @@ pub async fn edit(
         .bind(dm_id)
         .fetch_all(&mut *tx)
         .await?;
-    let payload =
-        serde_json::json!({ "dm_id": dm_id, "message_id": message.id, "seq": message.seq });
-    realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(("message", payload)))
-        .await?;
+    let event = Event::Message(MessageEvent {
+        dm_id,
+        message_id: message.id,
+        seq: message.seq,
+    });
+    realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(event)).await?;
     Ok(message)
 }
 

@@ -1,75 +1,25 @@
-//! Real time: the server's event log, SSE stream and presence ([`server`],
-//! [`presence`]), and the browser's side ([`Live`]): one `EventSource` per
-//! signed-in tab whose events bump the signals that lists refetch on and
-//! reach the open conversation through [`Live::on_event`].
+//! Real time: what flows on the event stream ([`event`], both sides), the
+//! server's event log, SSE stream and presence ([`server`], [`presence`]),
+//! and the browser's side ([`Live`]): one `EventSource` per signed-in tab
+//! whose events bump the signals that lists refetch on and reach the open
+//! conversation through [`Live::on_event`].
 
 use std::{collections::HashMap, sync::Arc};
 
 use leptos::prelude::*;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::AppError;
 
+pub mod event;
 #[cfg(feature = "ssr")]
 pub mod presence;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-/// `message` data: a message was sent, edited or deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct MessageEvent {
-    /// Its DM.
-    pub dm_id: Uuid,
-    /// The message.
-    pub message_id: Uuid,
-    /// Its `seq`.
-    pub seq: i64,
-}
+pub use event::{DmEvent, Event, MessageEvent, PresenceEvent, ReadEvent, ResyncEvent, TypingEvent};
 
-/// `read` data: `user_id` has read DM `dm_id` up to `seq`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ReadEvent {
-    /// The DM.
-    pub dm_id: Uuid,
-    /// Who read.
-    pub user_id: Uuid,
-    /// Up to which `seq`.
-    pub seq: i64,
-}
-
-/// `typing` data: `user_id` is typing in DM `dm_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct TypingEvent {
-    /// The DM.
-    pub dm_id: Uuid,
-    /// Who is typing.
-    pub user_id: Uuid,
-}
-
-/// `presence` data: `user_id` came online or went offline.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct PresenceEvent {
-    /// Whose presence.
-    pub user_id: Uuid,
-    /// Whether they now have an open stream.
-    pub online: bool,
-}
-
-/// One event from `/api/events`, as the conversation view sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LiveEvent {
-    /// A message was sent, edited or deleted.
-    Message(MessageEvent),
-    /// A read receipt.
-    Read(ReadEvent),
-    /// A typing hint.
-    Typing(TypingEvent),
-    /// The stream (re)opened or the server said `resync`: refetch.
-    Resync,
-}
-
-type Listener = Arc<dyn Fn(&LiveEvent) + Send + Sync>;
+type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// Client state of the event stream, provided by [`provide_live`].
 #[derive(Clone, Copy)]
@@ -91,7 +41,7 @@ pub struct Live {
 impl Live {
     /// Calls `listener` for each event until the calling component is
     /// cleaned up.
-    pub fn on_event(&self, listener: impl Fn(&LiveEvent) + Send + Sync + 'static) {
+    pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
         let id = self.next_listener.get_value();
         self.next_listener.set_value(id + 1);
         self.listeners
@@ -111,7 +61,7 @@ impl Live {
     }
 
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-    fn dispatch(&self, event: &LiveEvent) {
+    fn dispatch(&self, event: &Event) {
         let listeners: Vec<Listener> = self
             .listeners
             .with_value(|all| all.iter().map(|(_, l)| l.clone()).collect());
@@ -158,14 +108,17 @@ pub async fn typing(dm_id: Uuid) -> Result<(), AppError> {
 mod browser {
     use leptos::prelude::*;
     use wasm_bindgen::{JsCast, closure::Closure};
-    use web_sys::{Event, EventSource, MessageEvent};
+    use web_sys::{EventSource, MessageEvent as SseMessage};
 
-    use super::{Live, LiveEvent};
+    use super::{Event, Live, PresenceEvent, ResyncEvent};
+
+    /// A DOM event (what `EventSource` hands its listeners).
+    type DomEvent = web_sys::Event;
 
     /// An `EventSource` that closes when dropped.
     struct Stream {
         source: EventSource,
-        _handlers: Vec<Closure<dyn FnMut(Event)>>,
+        _handlers: Vec<Closure<dyn FnMut(DomEvent)>>,
     }
 
     impl Drop for Stream {
@@ -178,37 +131,23 @@ mod browser {
         signal.update(|v| *v = v.wrapping_add(1));
     }
 
-    fn handle(live: Live, me: Option<uuid::Uuid>, kind: &str, data: &str) {
-        match kind {
-            "dm" => bump(live.dms),
-            "message" => {
+    fn handle(live: Live, me: Option<uuid::Uuid>, event: Event) {
+        match &event {
+            Event::Dm(_) => bump(live.dms),
+            Event::Message(message) => {
                 bump(live.messages);
-                if let Ok(event) = serde_json::from_str(data) {
-                    crate::components::notify::message_arrived(&event, me);
-                    live.dispatch(&LiveEvent::Message(event));
-                }
+                crate::components::notify::message_arrived(message, me);
             }
-            "read" => {
-                bump(live.messages);
-                if let Ok(event) = serde_json::from_str(data) {
-                    live.dispatch(&LiveEvent::Read(event));
-                }
+            Event::Read(_) => bump(live.messages),
+            Event::Typing(_) => {}
+            Event::Presence(PresenceEvent { user_id, online }) => {
+                live.online.update(|all| {
+                    all.insert(*user_id, *online);
+                });
             }
-            "typing" => {
-                if let Ok(event) = serde_json::from_str(data) {
-                    live.dispatch(&LiveEvent::Typing(event));
-                }
-            }
-            "presence" => {
-                if let Ok(super::PresenceEvent { user_id, online }) = serde_json::from_str(data) {
-                    live.online.update(|all| {
-                        all.insert(user_id, online);
-                    });
-                }
-            }
-            "resync" => resync(live, true),
-            _ => {}
+            Event::Resync(_) => return resync(live, true),
         }
+        live.dispatch(&event);
     }
 
     /// Refetches what the page shows. `handshakes` too when the stream was
@@ -219,7 +158,7 @@ mod browser {
             bump(live.dms);
         }
         bump(live.messages);
-        live.dispatch(&LiveEvent::Resync);
+        live.dispatch(&Event::Resync(ResyncEvent {}));
     }
 
     /// Opens `/api/events`, resuming after `last_id` when there is one (a
@@ -289,9 +228,9 @@ mod browser {
         };
         let source = EventSource::new(&url).ok()?;
         let mut handlers = Vec::new();
-        for kind in ["message", "dm", "read", "typing", "presence", "resync"] {
-            let handler = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
-                let Some(event) = event.dyn_ref::<MessageEvent>() else {
+        for kind in Event::KINDS {
+            let handler = Closure::<dyn FnMut(DomEvent)>::new(move |event: DomEvent| {
+                let Some(event) = event.dyn_ref::<SseMessage>() else {
                     return;
                 };
                 let id = event.last_event_id();
@@ -299,12 +238,17 @@ mod browser {
                     last_id.set_value(Some(id));
                 }
                 let data = event.data().as_string().unwrap_or_default();
-                handle(live, Some(me), kind, &data);
+                match Event::decode(kind, &data) {
+                    Ok(event) => handle(live, Some(me), event),
+                    Err(error) => {
+                        leptos::logging::warn!("an event Knock cannot read: {kind}: {error}")
+                    }
+                }
             });
             let _ = source.add_event_listener_with_callback(kind, handler.as_ref().unchecked_ref());
             handlers.push(handler);
         }
-        let opened = Closure::<dyn FnMut(Event)>::new(move |_| {
+        let opened = Closure::<dyn FnMut(DomEvent)>::new(move |_| {
             live.reconnecting.set(false);
             // Whatever happened while away (or since the page was made).
             resync(live, was_down.get_value());
@@ -312,7 +256,7 @@ mod browser {
         });
         source.set_onopen(Some(opened.as_ref().unchecked_ref()));
         handlers.push(opened);
-        let error = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+        let error = Closure::<dyn FnMut(DomEvent)>::new(move |event: DomEvent| {
             was_down.set_value(true);
             set_timeout(
                 move || {

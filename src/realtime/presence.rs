@@ -19,7 +19,10 @@ use std::{
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::server::{Wakeups, commit_with_event};
+use super::{
+    event::{Event, PresenceEvent},
+    server::{Wakeups, commit_with_event},
+};
 
 /// How often an instance says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -78,8 +81,11 @@ async fn finish(
         return tx.commit().await;
     }
     let recipients = partners(&mut tx, user).await?;
-    let payload = serde_json::json!({ "user_id": user, "online": now });
-    commit_with_event(tx, wakeups, &recipients, Some(("presence", payload))).await
+    let event = Event::Presence(PresenceEvent {
+        user_id: user,
+        online: now,
+    });
+    commit_with_event(tx, wakeups, &recipients, Some(event)).await
 }
 
 /// This instance's presence bookkeeping.

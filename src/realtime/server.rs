@@ -29,7 +29,10 @@ use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use super::presence::{Presence, StreamGuard};
+use super::{
+    event::{Event as LiveEvent, ResyncEvent, TypingEvent},
+    presence::{Presence, StreamGuard},
+};
 use crate::{auth::server::CurrentUser, error::AppError, server::state::AppState};
 
 /// The NOTIFY channel.
@@ -50,21 +53,20 @@ pub const TYPING_TTL: Duration = Duration::from_secs(6);
 /// matter now, go after [`TYPING_TTL`] and a minute.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Appends an event of `kind` (`message`, `dm`, `read`) with `payload` (ids
-/// only) for each of `recipients`, in the caller's transaction.
+/// Appends `event` to the log of each of `recipients`, in the caller's
+/// transaction (its kind and its data, ids only).
 ///
 /// # Errors
 /// The database error.
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     recipients: &[Uuid],
-    kind: &str,
-    payload: serde_json::Value,
+    event: &LiveEvent,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO events (user_id, kind, payload) SELECT unnest($1::uuid[]), $2, $3")
         .bind(recipients)
-        .bind(kind)
-        .bind(payload)
+        .bind(event.kind())
+        .bind(event.data())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -80,12 +82,12 @@ pub async fn commit_with_event(
     mut tx: Transaction<'_, Postgres>,
     wakeups: &Wakeups,
     recipients: &[Uuid],
-    event: Option<(&str, serde_json::Value)>,
+    event: Option<LiveEvent>,
 ) -> Result<(), sqlx::Error> {
-    let Some((kind, payload)) = event else {
+    let Some(event) = event else {
         return tx.commit().await;
     };
-    record(&mut tx, recipients, kind, payload).await?;
+    record(&mut tx, recipients, &event).await?;
     tx.commit().await?;
     wakeups.wake(recipients);
     Ok(())
@@ -520,16 +522,13 @@ async fn head(pool: &PgPool, user: Uuid) -> Result<Cursor, sqlx::Error> {
 }
 
 /// One delivered event. Shared by all of a user's streams in this process
-/// (see [`Hub::read`]): copies are reference counts, and the payload is kept
-/// as the JSON text the streams send.
+/// (see [`Hub::read`]): copies are reference counts.
 #[derive(Debug, Clone)]
 pub struct Delivered {
     /// Where it is in the log.
     pub cursor: Cursor,
-    /// `message`, `dm`, `read`, `typing`, `presence` or `resync`.
-    pub kind: Arc<str>,
-    /// The payload as JSON text (ids only).
-    pub payload: Arc<str>,
+    /// The event.
+    pub event: Arc<LiveEvent>,
 }
 
 /// What one read of a user's log found.
@@ -573,11 +572,20 @@ pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<P
     let mut page = Page::default();
     for row in rows {
         match row {
-            (Some(tx_id), Some(id), Some(kind), Some(payload)) => page.events.push(Delivered {
-                cursor: Cursor::from_row(&tx_id, id),
-                kind: kind.into(),
-                payload: payload.into(),
-            }),
+            (Some(tx_id), Some(id), Some(kind), Some(payload)) => {
+                let cursor = Cursor::from_row(&tx_id, id);
+                match LiveEvent::decode(&kind, &payload) {
+                    Ok(event) => page.events.push(Delivered {
+                        cursor,
+                        event: Arc::new(event),
+                    }),
+                    // Only `Event`s are written to the log; a row that is
+                    // not one is left out, with a warning.
+                    Err(error) => {
+                        tracing::warn!(%error, %kind, %cursor, "skipped an event the log cannot decode");
+                    }
+                }
+            }
             _ => page.pending = true,
         }
     }
@@ -648,11 +656,9 @@ const RETRY_LAST: Duration = Duration::from_millis(64);
 /// `GET /api/events`: the signed-in user's Server-Sent Events
 /// ([the SSE format](https://html.spec.whatwg.org/multipage/server-sent-events.html)).
 ///
-/// Each event's `id` is its log position; `event` is `message`, `dm`,
-/// `read`, `typing`, `presence` or `resync`; `data` is JSON with ids:
-/// `message` `{dm_id, message_id, seq}`, `dm` `{dm_id}`, `read` `{dm_id,
-/// user_id, seq}`, `typing` `{dm_id, user_id}`, `presence` `{user_id,
-/// online}`, `resync` `{}`. A reconnect sending `Last-Event-ID` gets
+/// Each event is an [`LiveEvent`] (`crate::realtime::Event`, the contract
+/// the browser decodes): its `id` is its log position, `event` its kind,
+/// `data` its fields as JSON (ids only). A reconnect sending `Last-Event-ID` gets
 /// everything after it first (`?last_event_id=` does the same for a client
 /// that cannot set the header), or one `resync` (refetch what you show) when
 /// it is too far behind ([`MAX_REPLAY`]) or the log was pruned past it.
@@ -685,8 +691,7 @@ pub async fn events(
             let head = head(&state.pool, me.id).await?;
             let resync = resume.is_some().then(|| Delivered {
                 cursor: head,
-                kind: "resync".into(),
-                payload: "{}".into(),
+                event: Arc::new(LiveEvent::Resync(ResyncEvent {})),
             });
             (head, resync.into_iter().collect())
         }
@@ -716,8 +721,8 @@ pub async fn events(
                     st.cursor = event.cursor;
                     let sse = Event::default()
                         .id(event.cursor.to_string())
-                        .event(&*event.kind)
-                        .data(&*event.payload);
+                        .event(event.event.kind())
+                        .data(event.event.data().to_string());
                     return Some((Ok(sse), st));
                 }
                 match hub.read(&pool, me.id, st.cursor).await {
@@ -773,8 +778,8 @@ pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppEr
         return Ok(());
     }
     let tx = state.pool.begin().await?;
-    let payload = serde_json::json!({ "dm_id": dm_id, "user_id": me });
-    commit_with_event(tx, &state.hub.wakeups, &[other], Some(("typing", payload))).await?;
+    let event = LiveEvent::Typing(TypingEvent { dm_id, user_id: me });
+    commit_with_event(tx, &state.hub.wakeups, &[other], Some(event)).await?;
     Ok(())
 }
 

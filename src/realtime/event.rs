@@ -1,0 +1,184 @@
+//! The one contract of `GET /api/events`: [`Event`], compiled by the server
+//! (whose writers build it and whose SSE encoder serialises it) and by the
+//! browser (which decodes it). No other Rust code names an event kind.
+//!
+//! On the wire each event is one Server-Sent Event
+//! ([the SSE format](https://html.spec.whatwg.org/multipage/server-sent-events.html)):
+//! `event:` is the kind ([`Event::kind`]), `data:` the variant's fields as
+//! JSON ([`Event::data`]), `id:` its position in the recipient's log.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `message`: a message was sent, edited or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    /// Its DM.
+    pub dm_id: Uuid,
+    /// The message.
+    pub message_id: Uuid,
+    /// Its `seq` in the DM.
+    pub seq: i64,
+}
+
+/// `dm`: the DM's handshake changed (an invite, accept, decline or
+/// re-invite).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmEvent {
+    /// The DM.
+    pub dm_id: Uuid,
+}
+
+/// `read`: `user_id` has read DM `dm_id` up to `seq` (a read receipt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadEvent {
+    /// The DM.
+    pub dm_id: Uuid,
+    /// Who read.
+    pub user_id: Uuid,
+    /// Up to which `seq`.
+    pub seq: i64,
+}
+
+/// `typing`: `user_id` is typing in DM `dm_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingEvent {
+    /// The DM.
+    pub dm_id: Uuid,
+    /// Who is typing.
+    pub user_id: Uuid,
+}
+
+/// `presence`: `user_id` came online or went offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// Whose presence.
+    pub user_id: Uuid,
+    /// Whether they now have an open event stream.
+    pub online: bool,
+}
+
+/// `resync`: the stream cannot replay what was missed (too far behind, or
+/// behind the pruned log): refetch what is shown. No fields (`{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResyncEvent {}
+
+/// One event on a user's stream. Serialised adjacently tagged, as the log
+/// and the wire carry it: `{"kind": "message", "data": {…}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Event {
+    /// A message was sent, edited or deleted.
+    Message(MessageEvent),
+    /// A DM's handshake changed.
+    Dm(DmEvent),
+    /// A read receipt.
+    Read(ReadEvent),
+    /// A typing hint.
+    Typing(TypingEvent),
+    /// A presence change.
+    Presence(PresenceEvent),
+    /// Refetch what is shown.
+    Resync(ResyncEvent),
+}
+
+impl Event {
+    /// Every kind, as [`Event::kind`] names them (the browser listens for
+    /// each).
+    pub const KINDS: [&'static str; 6] = ["message", "dm", "read", "typing", "presence", "resync"];
+
+    /// The kind: the SSE `event:` field and the log's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        let index = match self {
+            Event::Message(_) => 0,
+            Event::Dm(_) => 1,
+            Event::Read(_) => 2,
+            Event::Typing(_) => 3,
+            Event::Presence(_) => 4,
+            Event::Resync(_) => 5,
+        };
+        Self::KINDS[index]
+    }
+
+    /// The fields as JSON: the SSE `data:` field and the log's `payload`.
+    pub fn data(&self) -> serde_json::Value {
+        let data = match self {
+            Event::Message(e) => serde_json::to_value(e),
+            Event::Dm(e) => serde_json::to_value(e),
+            Event::Read(e) => serde_json::to_value(e),
+            Event::Typing(e) => serde_json::to_value(e),
+            Event::Presence(e) => serde_json::to_value(e),
+            Event::Resync(e) => serde_json::to_value(e),
+        };
+        // Structs of ids, numbers and booleans always serialise.
+        data.unwrap_or_default()
+    }
+
+    /// Decodes an event from its kind and its data (JSON text), as the SSE
+    /// stream and the log carry them.
+    ///
+    /// # Errors
+    /// An unknown kind, or data that is not that kind's JSON.
+    pub fn decode(kind: &str, data: &str) -> Result<Self, serde_json::Error> {
+        let data: serde_json::Value = serde_json::from_str(data)?;
+        serde_json::from_value(serde_json::json!({ "kind": kind, "data": data }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_variant() -> Vec<Event> {
+        let (dm_id, user_id, message_id) =
+            (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        vec![
+            Event::Message(MessageEvent {
+                dm_id,
+                message_id,
+                seq: 7,
+            }),
+            Event::Dm(DmEvent { dm_id }),
+            Event::Read(ReadEvent {
+                dm_id,
+                user_id,
+                seq: 7,
+            }),
+            Event::Typing(TypingEvent { dm_id, user_id }),
+            Event::Presence(PresenceEvent {
+                user_id,
+                online: true,
+            }),
+            Event::Resync(ResyncEvent {}),
+        ]
+    }
+
+    #[test]
+    fn every_variant_round_trips_through_kind_and_data() {
+        let events = every_variant();
+        assert_eq!(events.len(), Event::KINDS.len());
+        for event in events {
+            let data = event.data().to_string();
+            assert_eq!(Event::decode(event.kind(), &data).unwrap(), event, "{data}");
+        }
+    }
+
+    #[test]
+    fn the_kind_is_serdes_tag() {
+        for event in every_variant() {
+            let tagged = serde_json::to_value(&event).unwrap();
+            assert_eq!(tagged["kind"], event.kind());
+            assert_eq!(tagged["data"], event.data());
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_or_malformed_data_is_an_error() {
+        let dm = r#"{"dm_id":"00000000-0000-0000-0000-000000000001"}"#;
+        assert!(Event::decode("dm", dm).is_ok());
+        assert!(Event::decode("shout", dm).is_err());
+        assert!(Event::decode("dm", "{}").is_err());
+        assert!(Event::decode("dm", "not json").is_err());
+        assert!(Event::decode("read", dm).is_err());
+    }
+}
