@@ -57,6 +57,36 @@ test("unread counts in the sidebar and the title, Seen, typing and presence", as
   await bob.context.close();
 });
 
+test("a message arriving at the bottom scrolls into view; scrolled up, New messages jumps down", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  const list = bob.page.getByRole("list", { name: "Messages" });
+  const distanceFromBottom = () => list.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+  // A message taller than the view: a reader at the bottom is taken to its
+  // end.
+  const tall = Array.from({ length: 30 }, (_, i) => `line ${i + 1}`).join("\n");
+  await sendMessage(ada, tall);
+  await expect(list.getByText("line 30")).toBeVisible();
+  await expect.poll(distanceFromBottom).toBeLessThan(2);
+  await expect(bob.page.getByRole("button", { name: "New messages" })).toHaveCount(0);
+
+  // Scrolled up, Bob is not moved; a control tells him and takes him down.
+  await list.hover();
+  await bob.page.mouse.wheel(0, -5_000);
+  await expect.poll(distanceFromBottom).toBeGreaterThan(100);
+  await sendMessage(ada, "while you were up there");
+  const jump = bob.page.getByRole("button", { name: "New messages" });
+  await expect(jump).toBeVisible();
+  await expect(list.getByText("while you were up there")).not.toBeInViewport();
+  await jump.click();
+  await expect(list.getByText("while you were up there")).toBeInViewport();
+  await expect(jump).toHaveCount(0);
+
+  await ada.context.close();
+  await bob.context.close();
+});
+
 test("a sender edits and deletes a message, and the other side sees it", async ({ browser }) => {
   const ada = await person(browser, "ada");
   const bob = await person(browser, "bob");

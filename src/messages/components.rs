@@ -1,7 +1,8 @@
 //! The conversation of an ACTIVE DM: messages with day separators and
 //! grouping, optimistic sends (pending → sent, or failed with **Retry**),
 //! **Seen**, "… is typing", edit and delete of one's own messages, older
-//! history on scroll up, and the composer (textbox **Message**; Enter
+//! history on scroll up, new messages kept in view (or **New messages**
+//! for a reader scrolled up), and the composer (textbox **Message**; Enter
 //! sends, Shift+Enter makes a new line).
 //!
 //! The newest page is rendered on the server (so the page works without
@@ -270,6 +271,10 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         ..
     } = state;
     let last_typing = StoredValue::new(0f64);
+    // Whether the reader is at the bottom of the thread (then new messages
+    // scroll into view), and how many arrived below while they were not.
+    let at_bottom = RwSignal::new(true);
+    let unseen = RwSignal::new(0usize);
     let list_ref = NodeRef::<leptos::html::Ol>::new();
     let textbox = NodeRef::<leptos::html::Textarea>::new();
     let form_ref = NodeRef::<leptos::html::Form>::new();
@@ -365,14 +370,34 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         browser::scroll_to_bottom(list_ref);
     });
     let _focus = window_event_listener(ev::focus, move |_| mark_read());
-    // New lines at the bottom keep the view at the bottom when it was there.
-    Effect::new(move |previous: Option<usize>| {
-        let count = messages.with(Vec::len) + pending.with(Vec::len);
-        if previous.is_some_and(|p| p < count) {
-            browser::follow_bottom(list_ref);
+    // A new line at the bottom (older history loads at the top) scrolls
+    // into view when the reader was at the bottom, and always when it is
+    // their own send; a reader scrolled up gets **New messages** instead.
+    Effect::new(move |previous: Option<(i64, usize)>| {
+        let newest = messages.with(|m| m.last().map_or(0, |m| m.seq));
+        let sending = pending.with(Vec::len);
+        if let Some((was_newest, was_sending)) = previous {
+            if sending > was_sending || at_bottom.get_untracked() {
+                if newest > was_newest || sending > was_sending {
+                    browser::scroll_to_bottom_after_render(list_ref);
+                    unseen.set(0);
+                }
+            } else if newest > was_newest {
+                let arrived = messages.with_untracked(|m| {
+                    m.iter()
+                        .filter(|m| m.seq > was_newest && m.sender_id != me)
+                        .count()
+                });
+                unseen.update(|n| *n += arrived);
+            }
         }
-        count
+        (newest, sending)
     });
+    let jump_down = move |_| {
+        browser::scroll_to_bottom(list_ref);
+        at_bottom.set(true);
+        unseen.set(0);
+    };
 
     // Sends go one at a time, oldest first: the server numbers messages in
     // the order their sends arrive, so two sends on their way at once could
@@ -475,6 +500,11 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         });
     };
     let on_scroll = move |_| {
+        let bottom = browser::at_bottom(list_ref);
+        at_bottom.set(bottom);
+        if bottom {
+            unseen.set(0);
+        }
         if browser::at_top(list_ref) {
             load_older();
         }
@@ -601,6 +631,11 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
                 })}
                 <For each=all_rows key=Row::key children=render />
             </ol>
+            {move || (unseen.get() > 0).then(|| view! {
+                <button type="button" class="new-messages" on:click=jump_down>
+                    "New messages"
+                </button>
+            })}
             <p class="typing" aria-live="polite">
                 {move || (typing_shown.get() > 0).then(|| format!("{other_name} is typing…"))}
             </p>
@@ -664,14 +699,17 @@ mod browser {
         }
     }
 
-    /// Scrolls to the bottom if the view was near it.
-    pub fn follow_bottom(list: NodeRef<Ol>) {
-        if let Some(list) = list.get_untracked() {
-            let below = list.scroll_height() - list.scroll_top() - list.client_height();
-            if below < 400 {
-                list.set_scroll_top(list.scroll_height());
-            }
-        }
+    /// Scrolls to the bottom once the list has rendered what just changed
+    /// (this runs before the list's own update).
+    pub fn scroll_to_bottom_after_render(list: NodeRef<Ol>) {
+        request_animation_frame(move || scroll_to_bottom(list));
+    }
+
+    /// Whether the view shows the end of the list (within a few pixels).
+    pub fn at_bottom(list: NodeRef<Ol>) -> bool {
+        list.get_untracked().is_none_or(|list| {
+            list.scroll_height() - list.scroll_top() - list.client_height() <= 24
+        })
     }
 
     pub fn at_top(list: NodeRef<Ol>) -> bool {
@@ -715,7 +753,10 @@ mod browser {
         UtcOffset::UTC
     }
     pub fn scroll_to_bottom(_: NodeRef<Ol>) {}
-    pub fn follow_bottom(_: NodeRef<Ol>) {}
+    pub fn at_bottom(_: NodeRef<Ol>) -> bool {
+        true
+    }
+    pub fn scroll_to_bottom_after_render(_: NodeRef<Ol>) {}
     pub fn at_top(_: NodeRef<Ol>) -> bool {
         false
     }
