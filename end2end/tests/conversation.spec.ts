@@ -1,5 +1,14 @@
-import { expect, test } from "@playwright/test";
-import { activeDm, expectNoPageErrors, messageTexts, OwnServer, openChat, person, sendMessage } from "../support";
+import { expect, type Page, test } from "@playwright/test";
+import {
+  activeDm,
+  expectNoPageErrors,
+  messageTexts,
+  OwnServer,
+  openChat,
+  person,
+  sendMessage,
+  watchErrors,
+} from "../support";
 
 test.afterEach(expectNoPageErrors);
 
@@ -82,6 +91,52 @@ test("a message arriving at the bottom scrolls into view; scrolled up, New messa
   await jump.click();
   await expect(list.getByText("while you were up there")).toBeInViewport();
   await expect(jump).toHaveCount(0);
+
+  await ada.context.close();
+  await bob.context.close();
+});
+
+test("seven tabs of one person share one stream; closing its tab hands it on, losing nothing", async ({ browser }) => {
+  test.setTimeout(90_000);
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  // The event streams Bob's tabs ask for from now on, in order.
+  const streams: { page: Page; url: string }[] = [];
+  bob.context.on("request", (request) => {
+    const frame = request.frame();
+    if (new URL(request.url()).pathname === "/api/events") streams.push({ page: frame.page(), url: request.url() });
+  });
+  const chatUrl = bob.page.url();
+  const tabs = [bob.page];
+  for (let i = 1; i < 7; i++) {
+    const tab = await bob.context.newPage();
+    watchErrors(tab, `${bob.username} (tab ${i + 1})`);
+    await tab.goto(chatUrl);
+    await expect(tab.getByRole("textbox", { name: "Message" })).toBeVisible();
+    tabs.push(tab);
+  }
+
+  await sendMessage(ada, "to every tab");
+  for (const tab of tabs) {
+    await expect(tab.getByRole("list", { name: "Messages" }).getByText("to every tab")).toBeVisible();
+  }
+  // Bob's first tab held the stream before the others opened; none of them
+  // opened one of its own.
+  expect(streams.map((s) => s.url)).toEqual([]);
+
+  // The tab holding the stream closes: another takes it over and resumes
+  // where it left off.
+  await bob.page.close();
+  await sendMessage(ada, "after the hand-over");
+  for (const tab of tabs.slice(1)) {
+    const list = tab.getByRole("list", { name: "Messages" });
+    await expect(list.getByText("after the hand-over")).toBeVisible();
+    await expect(list.getByText("to every tab")).toHaveCount(1);
+  }
+  expect(streams.length).toBeGreaterThan(0);
+  expect(streams[0].page).not.toBe(bob.page);
+  expect(streams[0].url).toContain("last_event_id=");
 
   await ada.context.close();
   await bob.context.close();

@@ -1,8 +1,8 @@
 //! Real time: what flows on the event stream ([`event`], both sides), the
 //! server's event log, SSE stream and presence ([`server`], [`presence`]),
-//! and the browser's side ([`Live`]): one `EventSource` per signed-in tab
-//! whose events bump the signals that lists refetch on and reach the open
-//! conversation through [`Live::on_event`].
+//! and the browser's side ([`Live`]): one `EventSource` per browser, shared
+//! by its tabs, whose events bump the signals that lists refetch on and
+//! reach the open conversation through [`Live::on_event`].
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -71,8 +71,8 @@ impl Live {
     }
 }
 
-/// Creates [`Live`], provides it, and (in the browser) keeps an
-/// `EventSource` on `/api/events` open while someone is signed in.
+/// Creates [`Live`], provides it, and (in the browser) keeps this tab on
+/// the browser's event stream (`/api/events`) while someone is signed in.
 pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
     let live = Live {
         dms: RwSignal::new(0),
@@ -106,14 +106,38 @@ pub async fn typing(dm_id: Uuid) -> Result<(), AppError> {
 
 #[cfg(feature = "hydrate")]
 mod browser {
+    //! One stream per browser: the tab holding the Web Lock
+    //! `knock-events:{user}` opens the `EventSource` and passes what it
+    //! receives to the browser's other tabs over the `BroadcastChannel` of
+    //! the same name ([`Relay`]); each tab handles the events in its own
+    //! state. When that tab closes, the lock passes to another tab, which
+    //! opens the stream where the last event left off (`Last-Event-ID`), so
+    //! nothing is lost. Any number of tabs costs one of the browser's six
+    //! HTTP/1.1 connections per host. A browser without Web Locks or
+    //! `BroadcastChannel` gives every tab a stream of its own.
+
     use leptos::prelude::*;
-    use wasm_bindgen::{JsCast, closure::Closure};
-    use web_sys::{EventSource, MessageEvent as SseMessage};
+    use serde::{Deserialize, Serialize};
+    use wasm_bindgen::{JsCast, JsValue, closure::Closure};
+    use web_sys::{AbortController, BroadcastChannel, EventSource, MessageEvent as SseMessage};
 
     use super::{Event, Live, PresenceEvent, ResyncEvent};
 
-    /// A DOM event (what `EventSource` hands its listeners).
+    /// A DOM event (what `EventSource` and `BroadcastChannel` hand their
+    /// listeners).
     type DomEvent = web_sys::Event;
+
+    /// What the tab holding the stream tells the others (JSON).
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(tag = "relay", rename_all = "snake_case")]
+    enum Relay {
+        /// An event from the stream, with its SSE `id`.
+        Event { id: String, event: Event },
+        /// The stream opened; `was_down`: after it had dropped.
+        Open { was_down: bool },
+        /// The stream dropped; it is reconnecting.
+        Down,
+    }
 
     /// An `EventSource` that closes when dropped.
     struct Stream {
@@ -124,6 +148,19 @@ mod browser {
     impl Drop for Stream {
         fn drop(&mut self) {
             self.source.close();
+        }
+    }
+
+    /// A `BroadcastChannel` that closes when dropped.
+    struct Channel {
+        channel: BroadcastChannel,
+        _on_message: Closure<dyn FnMut(DomEvent)>,
+    }
+
+    impl Drop for Channel {
+        fn drop(&mut self) {
+            self.channel.set_onmessage(None);
+            self.channel.close();
         }
     }
 
@@ -161,16 +198,25 @@ mod browser {
         live.dispatch(&Event::Resync(ResyncEvent {}));
     }
 
-    /// Opens `/api/events`, resuming after `last_id` when there is one (a
-    /// new `EventSource` cannot send `Last-Event-ID`, so it goes in the
-    /// query).
-    /// The stream's state between its `EventSource`s.
+    /// This tab's side of the browser's stream.
     #[derive(Clone, Copy)]
     struct Slot {
         live: Live,
+        /// The `EventSource`, while this tab holds the stream.
         stream: StoredValue<Option<Stream>, LocalStorage>,
+        /// The id of the last event seen (here or relayed).
         last_id: StoredValue<Option<String>, LocalStorage>,
         was_down: StoredValue<bool, LocalStorage>,
+        /// Whether this tab holds the stream.
+        leader: StoredValue<bool, LocalStorage>,
+        channel: StoredValue<Option<Channel>, LocalStorage>,
+        /// Resolves the promise that keeps the lock held.
+        release: StoredValue<Option<js_sys::Function>, LocalStorage>,
+        /// Withdraws a lock request still waiting.
+        abort: StoredValue<Option<AbortController>, LocalStorage>,
+        /// Counts starts, so that a lock granted for an earlier session
+        /// is let go at once.
+        generation: StoredValue<u64, LocalStorage>,
     }
 
     /// How long the stream may be down before the page says
@@ -190,6 +236,40 @@ mod browser {
         let _ = wait.await;
     }
 
+    fn relay(slot: Slot, message: &Relay) {
+        let Ok(text) = serde_json::to_string(message) else {
+            return;
+        };
+        slot.channel.with_value(|channel| {
+            if let Some(channel) = channel {
+                let _ = channel.channel.post_message(&JsValue::from_str(&text));
+            }
+        });
+    }
+
+    /// The stream dropped (here, or in the tab that holds it): say
+    /// **Reconnecting…** if it stays down.
+    fn went_down(slot: Slot) {
+        let Slot { live, was_down, .. } = slot;
+        was_down.set_value(true);
+        set_timeout(
+            move || {
+                if was_down.try_get_value() == Some(true) {
+                    live.reconnecting.set(true);
+                }
+            },
+            std::time::Duration::from_millis(QUIET_RECONNECT_MS),
+        );
+    }
+
+    /// The stream opened (here, or in the tab that holds it).
+    fn came_up(slot: Slot, was_down: bool) {
+        slot.live.reconnecting.set(false);
+        // Whatever happened while away (or since the page was made).
+        resync(slot.live, was_down);
+        slot.was_down.set_value(false);
+    }
+
     /// After the browser gave up on the stream (it does for any answer but
     /// 200, a 401 included): renews the session if that is what failed,
     /// then opens the stream again, resuming from the last event seen. A
@@ -206,19 +286,17 @@ mod browser {
                 },
                 Err(_) => sleep(QUIET_RECONNECT_MS / 2).await,
             }
-            if slot.live.me.get_untracked() == Some(me) {
+            if slot.live.me.get_untracked() == Some(me) && slot.leader.get_value() {
                 slot.stream.set_value(open(slot, me));
             }
         });
     }
 
+    /// Opens `/api/events`, resuming after the last event seen when there
+    /// is one (a new `EventSource` cannot send `Last-Event-ID`, so it goes
+    /// in the query), and relays what it receives to the other tabs.
     fn open(slot: Slot, me: uuid::Uuid) -> Option<Stream> {
-        let Slot {
-            live,
-            last_id,
-            was_down,
-            ..
-        } = slot;
+        let Slot { live, last_id, .. } = slot;
         let url = match last_id.get_value() {
             Some(id) => format!(
                 "/api/events?last_event_id={}",
@@ -235,11 +313,20 @@ mod browser {
                 };
                 let id = event.last_event_id();
                 if !id.is_empty() {
-                    last_id.set_value(Some(id));
+                    last_id.set_value(Some(id.clone()));
                 }
                 let data = event.data().as_string().unwrap_or_default();
                 match Event::decode(kind, &data) {
-                    Ok(event) => handle(live, Some(me), event),
+                    Ok(event) => {
+                        relay(
+                            slot,
+                            &Relay::Event {
+                                id,
+                                event: event.clone(),
+                            },
+                        );
+                        handle(live, Some(me), event);
+                    }
                     Err(error) => {
                         leptos::logging::warn!("an event Knock cannot read: {kind}: {error}")
                     }
@@ -249,23 +336,15 @@ mod browser {
             handlers.push(handler);
         }
         let opened = Closure::<dyn FnMut(DomEvent)>::new(move |_| {
-            live.reconnecting.set(false);
-            // Whatever happened while away (or since the page was made).
-            resync(live, was_down.get_value());
-            was_down.set_value(false);
+            let was_down = slot.was_down.get_value();
+            relay(slot, &Relay::Open { was_down });
+            came_up(slot, was_down);
         });
         source.set_onopen(Some(opened.as_ref().unchecked_ref()));
         handlers.push(opened);
         let error = Closure::<dyn FnMut(DomEvent)>::new(move |event: DomEvent| {
-            was_down.set_value(true);
-            set_timeout(
-                move || {
-                    if was_down.try_get_value() == Some(true) {
-                        live.reconnecting.set(true);
-                    }
-                },
-                std::time::Duration::from_millis(QUIET_RECONNECT_MS),
-            );
+            relay(slot, &Relay::Down);
+            went_down(slot);
             let closed = event
                 .target()
                 .and_then(|target| target.dyn_into::<EventSource>().ok())
@@ -282,38 +361,179 @@ mod browser {
         })
     }
 
+    /// Another tab's relay.
+    fn on_relay(slot: Slot, me: uuid::Uuid, text: &str) {
+        match serde_json::from_str::<Relay>(text) {
+            Ok(Relay::Event { id, event }) => {
+                if !id.is_empty() {
+                    slot.last_id.set_value(Some(id));
+                }
+                handle(slot.live, Some(me), event);
+            }
+            Ok(Relay::Open { was_down }) => came_up(slot, was_down),
+            Ok(Relay::Down) => went_down(slot),
+            Err(error) => leptos::logging::warn!("a relay Knock cannot read: {error}"),
+        }
+    }
+
+    /// `navigator.locks.request(name, options, callback)` (Web Locks), or
+    /// `None` where the browser has no Web Locks.
+    fn request_lock(
+        name: &str,
+        if_available: bool,
+        abort: Option<&AbortController>,
+        callback: &JsValue,
+    ) -> Option<js_sys::Promise> {
+        let navigator = js_sys::Reflect::get(&window(), &"navigator".into()).ok()?;
+        let locks = js_sys::Reflect::get(&navigator, &"locks".into()).ok()?;
+        if locks.is_undefined() || locks.is_null() {
+            return None;
+        }
+        let request = js_sys::Reflect::get(&locks, &"request".into())
+            .ok()?
+            .dyn_into::<js_sys::Function>()
+            .ok()?;
+        let options = js_sys::Object::new();
+        if if_available {
+            js_sys::Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE).ok()?;
+        }
+        if let Some(abort) = abort {
+            js_sys::Reflect::set(&options, &"signal".into(), &abort.signal()).ok()?;
+        }
+        let promise = request
+            .call3(&locks, &name.into(), &options, callback)
+            .ok()?
+            .dyn_into::<js_sys::Promise>()
+            .ok()?;
+        // A withdrawn request rejects; that is expected.
+        let ignore = Closure::<dyn FnMut(JsValue)>::new(|_| {});
+        let _ = promise.catch(&ignore);
+        ignore.forget();
+        Some(promise)
+    }
+
+    /// Asks for the stream's lock: at once (`if_available`: a tab that
+    /// does not get it follows), or waiting for the tab that holds it to go.
+    fn claim(slot: Slot, me: uuid::Uuid, name: String, if_available: bool) -> bool {
+        let generation = slot.generation.get_value();
+        let callback = {
+            let name = name.clone();
+            Closure::once_into_js(move |lock: JsValue| -> JsValue {
+                let current = slot.generation.try_get_value() == Some(generation)
+                    && slot.live.me.try_get_untracked() == Some(Some(me));
+                if !current {
+                    return JsValue::UNDEFINED;
+                }
+                if lock.is_null() {
+                    // Another tab holds the stream: follow it, catch up on
+                    // what happened since this page was made, and wait
+                    // for the lock.
+                    resync(slot.live, false);
+                    claim(slot, me, name, false);
+                    return JsValue::UNDEFINED;
+                }
+                slot.leader.set_value(true);
+                slot.stream.set_value(open(slot, me));
+                js_sys::Promise::new(&mut |resolve, _| {
+                    slot.release.set_value(Some(resolve));
+                })
+                .into()
+            })
+        };
+        // A waiting request can be withdrawn; one that only asks whether
+        // the lock is free answers at once (and may not carry a signal).
+        let abort = if if_available {
+            None
+        } else {
+            AbortController::new().ok()
+        };
+        let requested = request_lock(&name, if_available, abort.as_ref(), &callback).is_some();
+        slot.abort.set_value(abort);
+        requested
+    }
+
+    /// Joins (or, alone, opens) the browser's stream for `me`.
+    fn start(slot: Slot, me: uuid::Uuid) {
+        slot.generation.update_value(|g| *g += 1);
+        let name = format!("knock-events:{me}");
+        let Ok(channel) = BroadcastChannel::new(&name) else {
+            slot.leader.set_value(true);
+            slot.stream.set_value(open(slot, me));
+            return;
+        };
+        let on_message = Closure::<dyn FnMut(DomEvent)>::new(move |event: DomEvent| {
+            if let Some(text) = event
+                .dyn_ref::<web_sys::MessageEvent>()
+                .and_then(|event| event.data().as_string())
+            {
+                on_relay(slot, me, &text);
+            }
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        slot.channel.set_value(Some(Channel {
+            channel,
+            _on_message: on_message,
+        }));
+        if !claim(slot, me, name, true) {
+            // No Web Locks: a stream of this tab's own.
+            slot.channel.set_value(None);
+            slot.leader.set_value(true);
+            slot.stream.set_value(open(slot, me));
+        }
+    }
+
+    /// Leaves the browser's stream: closes it if this tab holds it (the
+    /// lock passes to another tab), withdraws a waiting request.
+    fn stop(slot: Slot) {
+        slot.stream.set_value(None);
+        slot.leader.set_value(false);
+        if let Some(resolve) = slot.release.try_update_value(Option::take).flatten() {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
+        if let Some(abort) = slot.abort.try_update_value(Option::take).flatten() {
+            abort.abort();
+        }
+        slot.channel.set_value(None);
+    }
+
     pub fn connect(live: Live) {
-        let stream = StoredValue::new_local(None::<Stream>);
-        let last_id = StoredValue::new_local(None::<String>);
-        let was_down = StoredValue::new_local(false);
         let slot = Slot {
             live,
-            stream,
-            last_id,
-            was_down,
+            stream: StoredValue::new_local(None),
+            last_id: StoredValue::new_local(None),
+            was_down: StoredValue::new_local(false),
+            leader: StoredValue::new_local(false),
+            channel: StoredValue::new_local(None),
+            release: StoredValue::new_local(None),
+            abort: StoredValue::new_local(None),
+            generation: StoredValue::new_local(0),
         };
-        // Talks to the outside world: opens or closes the stream as the
+        // Talks to the outside world: joins or leaves the stream as the
         // session changes. After a server restart, a dropped connection or
         // the end of a stream whose session token expired, the browser
         // reconnects by itself, sending `Last-Event-ID` (and the fresh
         // `__session` cookie ClerkJS keeps), and the server replays what was
         // missed; when it gives up, `recover` takes over.
         Effect::new(move |_| {
-            stream.set_value(None);
+            stop(slot);
             if let Some(me) = live.me.get() {
-                stream.set_value(open(slot, me));
+                start(slot, me);
             }
         });
         // When the device goes offline the old connection may linger
         // unnoticed: close it at once, and open a new one on coming back.
         let offline = window_event_listener(leptos::ev::offline, move |_| {
-            stream.set_value(None);
-            was_down.set_value(true);
+            if slot.leader.get_value() {
+                slot.stream.set_value(None);
+            }
+            slot.was_down.set_value(true);
             live.reconnecting.set(true);
         });
         let online = window_event_listener(leptos::ev::online, move |_| {
-            if let Some(me) = live.me.get_untracked() {
-                stream.set_value(open(slot, me));
+            if let Some(me) = live.me.get_untracked()
+                && slot.leader.get_value()
+            {
+                slot.stream.set_value(open(slot, me));
             }
         });
         on_cleanup(move || {
