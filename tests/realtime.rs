@@ -230,6 +230,16 @@ async fn events_arrive_live_and_a_reconnect_replays_what_was_missed(
     .await;
     let (last_seen, event, data) = next(&mut bobs).await;
     assert_eq!((event.as_str(), data["seq"].as_i64()), ("message", Some(1)));
+    // The event is the message as the API returns it: the page needs no
+    // request to show it.
+    let listed = call(
+        &one.base,
+        &bob_token,
+        "messages/list",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    assert_eq!(data, listed[0]);
 
     // Bob's connection drops; Ada goes on writing.
     stream.abort();

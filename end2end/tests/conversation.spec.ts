@@ -142,6 +142,40 @@ test("seven tabs of one person share one stream; closing its tab hands it on, lo
   await bob.context.close();
 });
 
+test("a message shown live costs no fetch of it; requests per message are counted", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  await sendMessage(ada, "warm up");
+  await expect.poll(() => messageTexts(bob)).toEqual(["warm up"]);
+  // Let the warm-up's requests settle, then count both browsers' API calls.
+  await bob.page.waitForTimeout(1_000);
+  const calls: string[] = [];
+  for (const who of [ada, bob]) {
+    who.context.on("request", (request) => {
+      const path = new URL(request.url()).pathname;
+      if (path.startsWith("/api/") && path !== "/api/typing" && path !== "/api/events") {
+        calls.push(`${who.username.startsWith("ada") ? "sender" : "receiver"} ${path}`);
+      }
+    });
+  }
+  const messages = 5;
+  for (let i = 1; i <= messages; i++) {
+    await sendMessage(ada, `counted ${i}`);
+    await expect(bob.page.getByRole("list", { name: "Messages" }).getByText(`counted ${i}`)).toBeVisible();
+  }
+  await bob.page.waitForTimeout(1_000);
+  console.log(`API requests per message, both browsers: ${(calls.length / messages).toFixed(1)} (${calls.join(", ")})`);
+  // The receiver is handed each message by the event stream; the sender's
+  // send already moved her read position.
+  expect(calls.filter((c) => c === "receiver /api/messages/list")).toEqual([]);
+  expect(calls.filter((c) => c === "sender /api/messages/read")).toEqual([]);
+  expect(calls.filter((c) => c === "sender /api/messages/send")).toHaveLength(messages);
+
+  await ada.context.close();
+  await bob.context.close();
+});
+
 test("a sender edits and deletes a message, and the other side sees it", async ({ browser }) => {
   const ada = await person(browser, "ada");
   const bob = await person(browser, "bob");

@@ -41,7 +41,7 @@ mod browser {
     use wasm_bindgen::{JsCast, closure::Closure};
     use web_sys::{Notification, NotificationOptions, NotificationPermission, VisibilityState};
 
-    use crate::{messages::list_messages, realtime::MessageEvent};
+    use crate::messages::Message;
 
     pub fn permission_default() -> bool {
         js_sys::Reflect::has(&window(), &"Notification".into()).unwrap_or(false)
@@ -58,39 +58,29 @@ mod browser {
         }
     }
 
-    /// Shows a notification for the new message of `event` when the tab
-    /// is hidden and permission was granted.
-    pub fn message_arrived(event: &MessageEvent, me: Option<uuid::Uuid>) {
+    /// Shows a notification for `message`, just received, when it is new
+    /// (not an edit or a deletion), someone else's, the tab is hidden and
+    /// permission was granted.
+    pub fn message_arrived(message: &Message, me: Option<uuid::Uuid>) {
         let hidden = document().visibility_state() == VisibilityState::Hidden;
         let allowed = js_sys::Reflect::has(&window(), &"Notification".into()).unwrap_or(false)
             && Notification::permission() == NotificationPermission::Granted;
         if !hidden || !allowed {
             return;
         }
-        let MessageEvent { dm_id, seq, .. } = event.clone();
-        leptos::task::spawn_local(async move {
-            let Ok(found) = list_messages(dm_id, None, Some(seq - 1), Some(1)).await else {
-                return;
-            };
-            let Some(message) = found.into_iter().next() else {
-                return;
-            };
-            if Some(message.sender_id) == me || message.deleted || message.edited_at.is_some() {
-                return;
-            }
-            let options = NotificationOptions::new();
-            options.set_body(&message.body);
-            options.set_tag(&dm_id.to_string());
-            if let Ok(notification) =
-                Notification::new_with_options("New message on Knock", &options)
-            {
-                let click = Closure::<dyn FnMut()>::new(move || {
-                    let _ = window().focus();
-                });
-                notification.set_onclick(Some(click.as_ref().unchecked_ref()));
-                click.forget();
-            }
-        });
+        if Some(message.sender_id) == me || message.deleted || message.edited_at.is_some() {
+            return;
+        }
+        let options = NotificationOptions::new();
+        options.set_body(&message.body);
+        options.set_tag(&message.dm_id.to_string());
+        if let Ok(notification) = Notification::new_with_options("New message on Knock", &options) {
+            let click = Closure::<dyn FnMut()>::new(move || {
+                let _ = window().focus();
+            });
+            notification.set_onclick(Some(click.as_ref().unchecked_ref()));
+            click.forget();
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The handshake UI: the sidebar's people and conversations, and the chat
 //! page with each side's buttons per state (DESIGN §4 labels).
 
+use std::collections::HashMap;
+
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use uuid::Uuid;
@@ -12,7 +14,7 @@ use crate::{
     auth::{SessionInfo, components::Session},
     components::{avatar::Avatar, notify::NotificationsButton},
     messages::components::{Conversation, ThreadState, first_page},
-    realtime::Live,
+    realtime::{Event, Live},
     users::get_user,
 };
 
@@ -35,16 +37,62 @@ pub fn Sidebar() -> impl IntoView {
     let search = move || query.read().get("q").unwrap_or_default();
     // Signed out, nothing is fetched (the lists would only say 401).
     let live = expect_context::<Live>();
+    // What the event stream said since the list was fetched, applied on
+    // top of it: the list is fetched again only for a handshake step, a
+    // resync, or an edit or deletion (which may change a preview).
+    let patches = RwSignal::new(HashMap::<Uuid, RowPatch>::new());
+    let refetch = RwSignal::new(0u64);
     let dms = Resource::new(
-        move || (action.version().get(), live.dms.get(), live.messages.get()),
+        move || {
+            (
+                action.version().get(),
+                live.dms.get(),
+                live.resyncs.get(),
+                refetch.get(),
+            )
+        },
         move |_| async move {
-            if signed_in(info).await {
+            let fetched = if signed_in(info).await {
                 list_dms().await
             } else {
                 Ok(Vec::new())
+            };
+            // What the list now holds needs no patch.
+            #[cfg(feature = "hydrate")]
+            if let Ok(rows) = &fetched {
+                patches.try_update(|all| {
+                    for row in rows {
+                        if let Some(patch) = all.get_mut(&row.dm.id) {
+                            patch.arrived.retain(|(seq, _)| *seq > row.last_seq);
+                        }
+                    }
+                });
             }
+            fetched
         },
     );
+    live.on_event(move |event| match event {
+        Event::Message(message) if message.edited_at.is_none() && !message.deleted => {
+            let theirs = live.me.get_untracked() != Some(message.sender_id);
+            patches.update(|all| {
+                let patch = all.entry(message.dm_id).or_default();
+                if !patch.arrived.iter().any(|(seq, _)| *seq == message.seq) {
+                    patch.arrived.push((message.seq, theirs));
+                }
+                if patch.newest.as_ref().is_none_or(|m| m.seq < message.seq) {
+                    patch.newest = Some(message.clone());
+                }
+            });
+        }
+        Event::Message(_) => refetch.update(|n| *n += 1),
+        Event::Read(read) if live.me.get_untracked() == Some(read.user_id) => {
+            patches.update(|all| {
+                let patch = all.entry(read.dm_id).or_default();
+                patch.read_through = patch.read_through.max(read.seq);
+            });
+        }
+        _ => {}
+    });
     let people = Resource::new(
         move || (search(), action.version().get(), live.dms.get()),
         move |(q, _, _)| async move {
@@ -57,14 +105,16 @@ pub fn Sidebar() -> impl IntoView {
     );
     view! {
         <Transition fallback=|| ()>
-            {move || Suspend::new(async move {
+            {move || {
+                let patched = patches.get();
+                Suspend::new(async move {
                 let Ok(SessionInfo { user: Some(me), .. }) = info.await else {
                     return view! {
                         <p class="muted">"Sign in to see people and conversations."</p>
                     }
                         .into_any();
                 };
-                let dms = dms.await.unwrap_or_default();
+                let dms = apply(dms.await.unwrap_or_default(), &patched);
                 let people = people.await.unwrap_or_default();
                 // What the lists say now is the latest presence. Browser
                 // only: on the server the page's parts render on several
@@ -178,9 +228,56 @@ pub fn Sidebar() -> impl IntoView {
                     </section>
                 }
                     .into_any()
-            })}
+            })}}
         </Transition>
     }
+}
+
+/// What the event stream said of one DM of the conversation list: applied
+/// on top of the fetched row, it counts only what came after the row's
+/// `last_seq`.
+#[derive(Debug, Clone, Default)]
+struct RowPatch {
+    /// New messages heard of: `seq`, and whether the other member sent it.
+    arrived: Vec<(i64, bool)>,
+    /// The newest of them.
+    newest: Option<crate::messages::Message>,
+    /// My read position as the `read` events told it.
+    read_through: i64,
+}
+
+/// The fetched list with `patches` applied, newest activity first.
+fn apply(
+    mut dms: Vec<super::DmSummary>,
+    patches: &HashMap<Uuid, RowPatch>,
+) -> Vec<super::DmSummary> {
+    for dm in &mut dms {
+        let Some(patch) = patches.get(&dm.dm.id) else {
+            continue;
+        };
+        if let Some(newest) = &patch.newest
+            && newest.seq > dm.last_seq
+        {
+            dm.last_message = Some(newest.body.clone());
+            dm.last_activity_at = dm.last_activity_at.clone().max(newest.created_at.clone());
+        }
+        // Reading the newest message the row knew of read all it counted.
+        let base = if patch.read_through >= dm.last_seq {
+            0
+        } else {
+            dm.unread_count
+        };
+        let after = dm.last_seq.max(patch.read_through);
+        let added = patch
+            .arrived
+            .iter()
+            .filter(|(seq, theirs)| *theirs && *seq > after)
+            .count();
+        dm.unread_count = base + i64::try_from(added).unwrap_or(0);
+    }
+    // RFC 3339 in UTC with milliseconds sorts as text.
+    dms.sort_by(|a, b| b.last_activity_at.cmp(&a.last_activity_at));
+    dms
 }
 
 /// Whether the session resource has a signed-in user.
@@ -348,5 +445,83 @@ pub fn ChatPage() -> impl IntoView {
             })}
         </Transition>
         {error}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        dms::{Dm, DmSummary},
+        messages::Message,
+        users::User,
+    };
+
+    fn row(last_seq: i64, unread_count: i64) -> DmSummary {
+        DmSummary {
+            dm: Dm {
+                id: Uuid::from_u128(1),
+                status: DmStatus::Active,
+                invited_by_user_id: Uuid::from_u128(2),
+            },
+            other_user: User {
+                id: Uuid::from_u128(2),
+                username: "bob".into(),
+                first_name: None,
+                last_name: None,
+                image_url: None,
+            },
+            last_message: Some("older".into()),
+            last_activity_at: "2026-12-02T10:00:00.000Z".into(),
+            unread_count,
+            last_seq,
+            online: false,
+        }
+    }
+
+    fn message(seq: i64, body: &str) -> Message {
+        Message {
+            id: Uuid::from_u128(10 + seq as u128),
+            dm_id: Uuid::from_u128(1),
+            seq,
+            sender_id: Uuid::from_u128(2),
+            body: body.into(),
+            client_id: Uuid::from_u128(100 + seq as u128),
+            created_at: format!("2026-12-02T11:00:0{seq}.000Z"),
+            edited_at: None,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn a_row_counts_only_what_arrived_after_what_it_knew() {
+        // Fetched with seq 3 the newest and 2 unread; then seq 3 (already
+        // counted), their 4 and my 5 arrive.
+        let patch = RowPatch {
+            arrived: vec![(3, true), (4, true), (5, false)],
+            newest: Some(message(5, "mine, newest")),
+            read_through: 0,
+        };
+        let patches = HashMap::from([(Uuid::from_u128(1), patch.clone())]);
+        let [patched] = apply(vec![row(3, 2)], &patches).try_into().unwrap();
+        assert_eq!(patched.unread_count, 3);
+        assert_eq!(patched.last_message.as_deref(), Some("mine, newest"));
+        assert_eq!(patched.last_activity_at, "2026-12-02T11:00:05.000Z");
+
+        // Reading through 4 reads all the row counted and the 4.
+        let read = RowPatch {
+            read_through: 4,
+            ..patch
+        };
+        let patches = HashMap::from([(Uuid::from_u128(1), read)]);
+        let [patched] = apply(vec![row(3, 2)], &patches).try_into().unwrap();
+        assert_eq!(patched.unread_count, 0);
+
+        // A list fetched later that knows seq 5 shows its own figures.
+        let [fresh] = apply(vec![row(5, 1)], &patches).try_into().unwrap();
+        assert_eq!(
+            (fresh.unread_count, fresh.last_message.as_deref()),
+            (1, Some("older"))
+        );
     }
 }

@@ -106,6 +106,9 @@ pub struct DmSummary {
     pub last_activity_at: String,
     /// Messages from the other user after my read position.
     pub unread_count: i64,
+    /// The `seq` of the DM's newest message (0 before the first): what
+    /// this summary knows of, so that a page can add what arrives after.
+    pub last_seq: i64,
     /// Whether the other user is online (false unless ACTIVE).
     pub online: bool,
 }

@@ -395,6 +395,7 @@ struct SummaryRow {
     last_message: Option<String>,
     last_activity_at: String,
     unread_count: i64,
+    last_seq: i64,
     online: bool,
 }
 
@@ -406,7 +407,7 @@ struct SummaryRow {
 /// 500 on a database error.
 pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
     let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-        "SELECT d.id, d.status, d.invited_by_user_id, {ONLINE}, u.id AS other_id, u.username, u.first_name,
+        "SELECT d.id, d.status, d.invited_by_user_id, d.last_seq, {ONLINE}, u.id AS other_id, u.username, u.first_name,
                 u.last_name, u.image_url,
                 (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
                  ORDER BY m.seq DESC LIMIT 1) AS last_message,
@@ -444,6 +445,7 @@ pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
             last_message: r.last_message,
             last_activity_at: r.last_activity_at,
             unread_count: r.unread_count,
+            last_seq: r.last_seq,
             online: r.online,
         })
         .collect())

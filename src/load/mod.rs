@@ -27,10 +27,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{
-    auth::server::SessionKeys,
-    realtime::{Event, MessageEvent},
-};
+use crate::{auth::server::SessionKeys, messages::Message, realtime::Event};
 
 /// How many setup requests run at once.
 const SETUP_CONCURRENCY: usize = 32;
@@ -430,10 +427,11 @@ impl EventStream {
             let mut events = response.bytes_stream().eventsource();
             while let Some(Ok(event)) = events.next().await {
                 let at = Instant::now();
-                if let Ok(Event::Message(MessageEvent {
+                if let Ok(Event::Message(Message {
                     dm_id,
-                    message_id,
+                    id: message_id,
                     seq,
+                    ..
                 })) = Event::decode(&event.event, &event.data)
                 {
                     record.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {

@@ -8,8 +8,10 @@
 //! The newest page is rendered on the server (so the page works without
 //! WASM: the composer is then a plain form). After hydration the messages
 //! live in signals, updated by the event stream ([`Live::on_event`]) and by
-//! the user's own actions; a `message` event with a `seq` past the newest
-//! one fetches everything after it, so nothing is skipped or doubled.
+//! the user's own actions. A `message` event carries the message, which is
+//! shown without a request; one with a `seq` past the next fetches
+//! everything after the newest shown first, so nothing is skipped or
+//! doubled.
 
 use leptos::{ev, prelude::*, server_fn::ServerFn};
 use time::{
@@ -285,11 +287,20 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             .try_with_untracked(|m| m.last().map_or(0, |m| m.seq))
             .unwrap_or(0)
     };
-    // What is on screen in a visible tab is read.
+    // What is on screen in a visible tab is read. My own messages need no
+    // request: sending moved my read position on the server.
     let mark_read = move || {
         let seq = newest();
-        if seq > last_marked.get_untracked() && browser::visible() {
-            last_marked.set(seq);
+        if seq <= last_marked.get_untracked() || !browser::visible() {
+            return;
+        }
+        let newest_theirs = messages
+            .try_with_untracked(|m| m.iter().rev().find(|m| m.sender_id != me).map(|m| m.seq))
+            .flatten()
+            .unwrap_or(0);
+        let unread_theirs = newest_theirs > last_marked.get_untracked();
+        last_marked.set(seq);
+        if unread_theirs {
             leptos::task::spawn_local(async move {
                 let _ = read_messages(dm_id, seq).await;
             });
@@ -314,20 +325,20 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             mark_read();
         });
     };
-    let refetch_one = move |seq: i64| {
-        leptos::task::spawn_local(async move {
-            if let Ok(page) = list_messages(dm_id, None, Some(seq - 1), Some(1)).await {
-                merge(messages, pending, page);
-            }
-        });
-    };
     let other_id = other.id;
     live.on_event(move |event| match event {
-        Event::Message(e) if e.dm_id == dm_id => {
-            if e.seq > newest() {
+        // The event carries the message: a new one next in line, an edit or
+        // a deletion is shown as it is; after a gap, what is missing is
+        // fetched first.
+        Event::Message(message) if message.dm_id == dm_id => {
+            if message.seq > newest() + 1 {
                 catch_up();
             } else {
-                refetch_one(e.seq);
+                if message.sender_id != me {
+                    typing_shown.set(0);
+                }
+                merge(messages, pending, vec![message.clone()]);
+                mark_read();
             }
         }
         Event::Read(e) if e.dm_id == dm_id && e.user_id == other_id => {
@@ -417,9 +428,10 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
                 let result = send_message(next.dm_id, next.body.clone(), next.client_id).await;
                 match result {
                     Ok(message) => {
+                        // Sending moved my read position on the server.
+                        last_marked.update(|seq| *seq = (*seq).max(message.seq));
                         // Drops `next` from `pending`: it has the same `client_id`.
                         merge(messages, pending, vec![message]);
-                        mark_read();
                     }
                     Err(_) => {
                         pending.try_update(|p| {

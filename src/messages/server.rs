@@ -9,7 +9,7 @@ use super::{Message, group_commit::Outgoing};
 use crate::{
     dms::DmStatus,
     error::AppError,
-    realtime::{Event, MessageEvent, ReadEvent, server as realtime},
+    realtime::{Event, ReadEvent, server as realtime},
     server::state::AppState,
 };
 
@@ -213,8 +213,7 @@ pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(
 
 /// `me` edits (`Some(body)`) or deletes (`None`) their message
 /// `message_id`. Deleting erases the text and keeps the place; deleting
-/// again is a no-op. Both members get a `message` event `{dm_id,
-/// message_id, seq}`.
+/// again is a no-op. Both members get a `message` event with the message.
 ///
 /// # Errors
 /// 400/413 for the body (see [`check_body`]); 404 when the message is not
@@ -280,11 +279,7 @@ pub async fn edit(
         .bind(dm_id)
         .fetch_all(&mut *tx)
         .await?;
-    let event = Event::Message(MessageEvent {
-        dm_id,
-        message_id: message.id,
-        seq: message.seq,
-    });
+    let event = Event::Message(message.clone());
     realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(event)).await?;
     Ok(message)
 }

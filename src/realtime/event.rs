@@ -10,16 +10,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// `message`: a message was sent, edited or deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageEvent {
-    /// Its DM.
-    pub dm_id: Uuid,
-    /// The message.
-    pub message_id: Uuid,
-    /// Its `seq` in the DM.
-    pub seq: i64,
-}
+use crate::messages::Message;
 
 /// `dm`: the DM's handshake changed (an invite, accept, decline or
 /// re-invite).
@@ -68,8 +59,10 @@ pub struct ResyncEvent {}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Event {
-    /// A message was sent, edited or deleted.
-    Message(MessageEvent),
+    /// A message was sent, edited or deleted: the whole message, as
+    /// `messages/list` returns it (the log's writers build it in SQL,
+    /// `message_json` in the migrations, and in `messages::server::edit`).
+    Message(Message),
     /// A DM's handshake changed.
     Dm(DmEvent),
     /// A read receipt.
@@ -133,10 +126,16 @@ mod tests {
         let (dm_id, user_id, message_id) =
             (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         vec![
-            Event::Message(MessageEvent {
+            Event::Message(Message {
+                id: message_id,
                 dm_id,
-                message_id,
                 seq: 7,
+                sender_id: user_id,
+                body: "hello\nthere".into(),
+                client_id: Uuid::from_u128(4),
+                created_at: "2026-12-02T10:00:00.000Z".into(),
+                edited_at: None,
+                deleted: false,
             }),
             Event::Dm(DmEvent { dm_id }),
             Event::Read(ReadEvent {

@@ -1,8 +1,9 @@
 //! Real time: what flows on the event stream ([`event`], both sides), the
 //! server's event log, SSE stream and presence ([`server`], [`presence`]),
 //! and the browser's side ([`Live`]): one `EventSource` per browser, shared
-//! by its tabs, whose events bump the signals that lists refetch on and
-//! reach the open conversation through [`Live::on_event`].
+//! by its tabs. Handshake steps and resyncs bump the signals that lists
+//! refetch on; every event reaches the open conversation and the sidebar,
+//! which patch themselves, through [`Live::on_event`].
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,7 +18,7 @@ pub mod presence;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-pub use event::{DmEvent, Event, MessageEvent, PresenceEvent, ReadEvent, ResyncEvent, TypingEvent};
+pub use event::{DmEvent, Event, PresenceEvent, ReadEvent, ResyncEvent, TypingEvent};
 
 type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -26,8 +27,9 @@ type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 pub struct Live {
     /// Changes on every `dm` event (a handshake step on either side).
     pub dms: RwSignal<u64>,
-    /// Changes on every `message` or `read` event.
-    pub messages: RwSignal<u64>,
+    /// Changes when what the page shows must be fetched again: the stream
+    /// (re)opened, or the server said `resync`.
+    pub resyncs: RwSignal<u64>,
     /// The stream dropped and the browser is reconnecting.
     pub reconnecting: RwSignal<bool>,
     /// The signed-in user, if any.
@@ -76,7 +78,7 @@ impl Live {
 pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
     let live = Live {
         dms: RwSignal::new(0),
-        messages: RwSignal::new(0),
+        resyncs: RwSignal::new(0),
         reconnecting: RwSignal::new(false),
         me,
         online: RwSignal::new(HashMap::new()),
@@ -172,10 +174,9 @@ mod browser {
         match &event {
             Event::Dm(_) => bump(live.dms),
             Event::Message(message) => {
-                bump(live.messages);
                 crate::components::notify::message_arrived(message, me);
             }
-            Event::Read(_) => bump(live.messages),
+            Event::Read(_) => {}
             Event::Typing(_) => {}
             Event::Presence(PresenceEvent { user_id, online }) => {
                 live.online.update(|all| {
@@ -194,7 +195,7 @@ mod browser {
         if handshakes {
             bump(live.dms);
         }
-        bump(live.messages);
+        bump(live.resyncs);
         live.dispatch(&Event::Resync(ResyncEvent {}));
     }
 
