@@ -21,11 +21,11 @@ use uuid::Uuid;
 
 use super::{
     Message, SendMessageForm, delete_message, edit_message, list_messages, read_messages,
-    read_receipt, send_message,
+    read_receipt, send_message, typing,
 };
 use crate::{
     error::AppError,
-    realtime::{Event, Live, typing},
+    realtime::{Event, Live},
     users::User,
 };
 

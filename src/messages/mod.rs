@@ -156,3 +156,18 @@ pub struct Receipt {
     /// The highest `seq` they have read.
     pub seq: i64,
 }
+
+/// `POST /api/typing` `{dm_id}`: I am typing in DM `dm_id`. The other
+/// member gets a `typing` event (at most one per 2 s); nothing when
+/// throttled.
+///
+/// # Errors
+/// 404 not my DM; 409 the DM is not ACTIVE.
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "typing", input = server_fn::codec::Json)]
+pub async fn typing(dm_id: Uuid) -> Result<(), AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::typing(&state, me.id, dm_id)
+        .await
+        .map_err(crate::error::respond)
+}

@@ -9,7 +9,7 @@ use super::{Message, group_commit::Outgoing};
 use crate::{
     dms::DmStatus,
     error::AppError,
-    realtime::{Event, ReadEvent, server as realtime},
+    realtime::{Event, ReadEvent, TypingEvent, server as realtime},
     server::state::AppState,
 };
 
@@ -295,4 +295,44 @@ pub async fn seen(pool: &PgPool, me: Uuid, dm_id: Uuid) -> Result<i64, AppError>
         Some((DmStatus::Active, _, seq)) => Ok(seq),
         Some(_) => Ok(0),
     }
+}
+
+/// At most one `typing` event per user per DM in this period (per
+/// instance); clients keep showing the hint for [`realtime::TYPING_TTL`].
+pub const TYPING_THROTTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The typing throttle: one key per (user, DM).
+pub type TypingLimiter = governor::DefaultKeyedRateLimiter<(Uuid, Uuid)>;
+
+/// A [`TypingLimiter`] allowing one hint per [`TYPING_THROTTLE`].
+pub fn typing_limiter() -> TypingLimiter {
+    governor::RateLimiter::keyed(
+        governor::Quota::with_period(TYPING_THROTTLE).expect("a non-zero period"),
+    )
+}
+
+/// `me` is typing in DM `dm_id`: the other member gets a `typing` event
+/// `{dm_id, user_id}`, at most one per [`TYPING_THROTTLE`]; clients show it
+/// for [`realtime::TYPING_TTL`] or until a message from that user arrives.
+///
+/// # Errors
+/// 404 when the DM does not exist or `me` is not in it; 409 when it is not
+/// ACTIVE (an invite reveals no typing).
+pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppError> {
+    let dm = crate::dms::server::other_member(&state.pool, me, dm_id).await?;
+    let Some((status, other, _)) = dm else {
+        return Err(AppError::NotFound);
+    };
+    if status != crate::dms::DmStatus::Active {
+        return Err(AppError::Conflict(
+            "Typing is shared once both have accepted.".into(),
+        ));
+    }
+    if state.typing_limiter.check_key(&(me, dm_id)).is_err() {
+        return Ok(());
+    }
+    let tx = state.pool.begin().await?;
+    let event = Event::Typing(TypingEvent { dm_id, user_id: me });
+    realtime::commit_with_event(tx, &state.hub.wakeups, &[other], Some(event)).await?;
+    Ok(())
 }

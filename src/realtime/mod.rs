@@ -10,8 +10,6 @@ use std::{collections::HashMap, sync::Arc};
 use leptos::prelude::*;
 use uuid::Uuid;
 
-use crate::error::AppError;
-
 pub mod event;
 #[cfg(feature = "ssr")]
 pub mod presence;
@@ -89,21 +87,6 @@ pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
     #[cfg(feature = "hydrate")]
     browser::connect(live);
     live
-}
-
-/// `POST /api/typing` `{dm_id}`: I am typing in DM `dm_id`. The other
-/// member gets a `typing` event (at most one per 2 s); nothing when
-/// throttled.
-///
-/// # Errors
-/// 404 not my DM; 409 the DM is not ACTIVE.
-#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "typing", input = server_fn::codec::Json)]
-pub async fn typing(dm_id: Uuid) -> Result<(), AppError> {
-    let me = crate::auth::server::current_user().await?;
-    let state = crate::server::state::AppState::current()?;
-    server::typing(&state, me.id, dm_id)
-        .await
-        .map_err(crate::error::respond)
 }
 
 #[cfg(feature = "hydrate")]

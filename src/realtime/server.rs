@@ -24,13 +24,12 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures::Stream;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::{
-    event::{Event as LiveEvent, ResyncEvent, TypingEvent},
+    event::{Event as LiveEvent, ResyncEvent},
     presence::{Presence, StreamGuard},
 };
 use crate::{auth::server::CurrentUser, error::AppError, server::state::AppState};
@@ -44,9 +43,6 @@ const PAGE: i64 = 100;
 /// A stream resuming with more than this many events waiting is told to
 /// `resync` instead of getting them all.
 pub const MAX_REPLAY: i64 = 1000;
-/// At most one `typing` event per user per DM in this period (per
-/// instance); clients keep showing the hint for [`TYPING_TTL`].
-pub const TYPING_THROTTLE: Duration = Duration::from_secs(2);
 /// How long a typing hint lasts; older ones are not replayed.
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
 /// How long events stay in the log. Typing and presence events, which only
@@ -254,15 +250,14 @@ impl Wakeups {
     }
 }
 
-/// This process's real-time state: the wake-ups ([`Wakeups`]), presence
-/// bookkeeping, and the typing throttle.
+/// This process's real-time state: the wake-ups ([`Wakeups`]) and presence
+/// bookkeeping.
 #[derive(Debug)]
 pub struct Hub {
     /// Wake-ups of this process's streams, here and through NOTIFY.
     pub wakeups: Arc<Wakeups>,
     /// Open streams of this instance (see [`Presence`]).
     pub presence: Arc<Presence>,
-    typing: DefaultKeyedRateLimiter<(Uuid, Uuid)>,
     closing: watch::Sender<bool>,
 }
 
@@ -273,9 +268,6 @@ impl Default for Hub {
             presence: Arc::new(Presence::new(wakeups.clone())),
             wakeups,
             closing: watch::channel(false).0,
-            typing: RateLimiter::keyed(
-                Quota::with_period(TYPING_THROTTLE).expect("a non-zero period"),
-            ),
         }
     }
 }
@@ -755,32 +747,6 @@ pub async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-/// `me` is typing in DM `dm_id`: the other member gets a `typing` event
-/// `{dm_id, user_id}`, at most one per [`TYPING_THROTTLE`]; clients show it
-/// for [`TYPING_TTL`] or until a message from that user arrives.
-///
-/// # Errors
-/// 404 when the DM does not exist or `me` is not in it; 409 when it is not
-/// ACTIVE (an invite reveals no typing).
-pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppError> {
-    let dm = crate::dms::server::other_member(&state.pool, me, dm_id).await?;
-    let Some((status, other, _)) = dm else {
-        return Err(AppError::NotFound);
-    };
-    if status != crate::dms::DmStatus::Active {
-        return Err(AppError::Conflict(
-            "Typing is shared once both have accepted.".into(),
-        ));
-    }
-    if state.hub.typing.check_key(&(me, dm_id)).is_err() {
-        return Ok(());
-    }
-    let tx = state.pool.begin().await?;
-    let event = LiveEvent::Typing(TypingEvent { dm_id, user_id: me });
-    commit_with_event(tx, &state.hub.wakeups, &[other], Some(event)).await?;
-    Ok(())
 }
 
 /// Deletes events older than [`RETENTION`] (and typing or presence events

@@ -120,6 +120,7 @@ impl Application {
             hub: Arc::new(crate::realtime::server::Hub::default()),
             sends: Default::default(),
             invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
+            typing_limiter: Arc::new(crate::messages::server::typing_limiter()),
             clerk_publishable_key: knock.clerk.publishable_key.clone(),
         };
         tokio::spawn(worker::run(

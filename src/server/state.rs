@@ -31,6 +31,8 @@ pub struct AppState {
     pub sends: Arc<crate::messages::group_commit::Sends>,
     /// This process's real-time wake-ups.
     pub hub: Arc<crate::realtime::server::Hub>,
+    /// One typing hint per user per DM every 2 s.
+    pub typing_limiter: Arc<crate::messages::server::TypingLimiter>,
     /// Invites per user per minute (`KNOCK_INVITES_PER_MINUTE`).
     pub invite_limiter: Arc<crate::dms::server::InviteLimiter>,
     /// Clerk's Backend API, when `CLERK_SECRET_KEY` is set.

@@ -62,6 +62,7 @@ pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
         invite_limiter: Arc::new(knock::dms::server::invite_limiter(
             knock::dms::server::INVITES_PER_MINUTE,
         )),
+        typing_limiter: Arc::new(knock::messages::server::typing_limiter()),
         clerk_publishable_key: None,
     }
 }
