@@ -2,7 +2,6 @@
 //! Compiled only with the `ssr` feature.
 
 pub mod config;
-pub mod connections;
 pub mod database;
 pub mod embedded_postgres;
 pub mod health;

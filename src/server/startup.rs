@@ -28,7 +28,6 @@ use tower_http::{
 
 use super::{
     config::{KnockSettings, Settings},
-    connections::Connections,
     database::{Database, DatabaseError},
     health,
     state::AppState,
@@ -198,10 +197,6 @@ impl Application {
                 stopping.notify_one();
             }
         };
-        // Event streams opened as the first request of their connection
-        // are served outside hyper, without its buffers (see
-        // `connections`); `drained` completes when the last has ended.
-        let (listener, drained) = Connections::new(listener, router.clone());
         // `into_make_service`: each connection gets a clone of the built
         // router (a reference count). Serving the `Router` itself rebuilds
         // every route for each connection (`with_state` per connection),
@@ -209,17 +204,12 @@ impl Application {
         let server = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(signal)
             .into_future();
-        let served = async {
-            let result = server.await;
-            drained.wait().await;
-            result
-        };
         let deadline = async {
             stopping.notified().await;
             tokio::time::sleep(grace).await;
         };
         let result = tokio::select! {
-            result = served => result,
+            result = server => result,
             () = deadline => {
                 tracing::warn!(?grace, "shutdown grace elapsed; closing open connections");
                 Ok(())
