@@ -95,16 +95,10 @@ impl Event {
 
     /// The fields as JSON: the SSE `data:` field and the log's `payload`.
     pub fn data(&self) -> serde_json::Value {
-        let data = match self {
-            Event::Message(e) => serde_json::to_value(e),
-            Event::Dm(e) => serde_json::to_value(e),
-            Event::Read(e) => serde_json::to_value(e),
-            Event::Typing(e) => serde_json::to_value(e),
-            Event::Presence(e) => serde_json::to_value(e),
-            Event::Resync(e) => serde_json::to_value(e),
-        };
-        // Structs of ids, numbers and booleans always serialise.
-        data.unwrap_or_default()
+        // Structs of ids, numbers, text and booleans always serialise.
+        serde_json::to_value(self)
+            .map(|mut tagged| tagged["data"].take())
+            .unwrap_or_default()
     }
 
     /// Decodes an event from its kind and its data (JSON text), as the SSE

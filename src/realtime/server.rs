@@ -513,14 +513,27 @@ async fn head(pool: &PgPool, user: Uuid) -> Result<Cursor, sqlx::Error> {
     }))
 }
 
-/// One delivered event. Shared by all of a user's streams in this process
-/// (see [`Hub::read`]): copies are reference counts.
+/// One delivered event, encoded once for all of a user's streams in this
+/// process (see [`Hub::read`]): copies are reference counts.
 #[derive(Debug, Clone)]
 pub struct Delivered {
     /// Where it is in the log.
     pub cursor: Cursor,
-    /// The event.
-    pub event: Arc<LiveEvent>,
+    /// The event's kind ([`LiveEvent::kind`]), the SSE `event` field.
+    pub kind: &'static str,
+    /// The event's data as JSON text ([`LiveEvent::data`]), the SSE `data`.
+    pub data: Arc<str>,
+}
+
+impl Delivered {
+    /// `event` at `cursor`, encoded.
+    fn new(cursor: Cursor, event: &LiveEvent) -> Self {
+        Self {
+            cursor,
+            kind: event.kind(),
+            data: event.data().to_string().into(),
+        }
+    }
 }
 
 /// What one read of a user's log found.
@@ -567,10 +580,7 @@ pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<P
             (Some(tx_id), Some(id), Some(kind), Some(payload)) => {
                 let cursor = Cursor::from_row(&tx_id, id);
                 match LiveEvent::decode(&kind, &payload) {
-                    Ok(event) => page.events.push(Delivered {
-                        cursor,
-                        event: Arc::new(event),
-                    }),
+                    Ok(event) => page.events.push(Delivered::new(cursor, &event)),
                     // Only `Event`s are written to the log; a row that is
                     // not one is left out, with a warning.
                     Err(error) => {
@@ -681,10 +691,9 @@ pub async fn events(
         }
         resume => {
             let head = head(&state.pool, me.id).await?;
-            let resync = resume.is_some().then(|| Delivered {
-                cursor: head,
-                event: Arc::new(LiveEvent::Resync(ResyncEvent {})),
-            });
+            let resync = resume
+                .is_some()
+                .then(|| Delivered::new(head, &LiveEvent::Resync(ResyncEvent {})));
             (head, resync.into_iter().collect())
         }
     };
@@ -713,8 +722,8 @@ pub async fn events(
                     st.cursor = event.cursor;
                     let sse = Event::default()
                         .id(event.cursor.to_string())
-                        .event(event.event.kind())
-                        .data(event.event.data().to_string());
+                        .event(event.kind)
+                        .data(&*event.data);
                     return Some((Ok(sse), st));
                 }
                 match hub.read(&pool, me.id, st.cursor).await {
