@@ -19,10 +19,9 @@ use knock::{
 };
 
 /// The server's allocator: mimalloc, not the system's (glibc) malloc, which
-/// took a fifth of the server's time in a chat page's render. Built without
-/// transparent huge pages (the crate's `no_thp` feature): with them, each
-/// idle event stream held about 12 KiB more, 33.8 KiB against 21.4
-/// (docs/benchmarks.md, "Seventh round").
+/// spent much of a chat page's render. Built without transparent huge pages
+/// (the crate's `no_thp` feature), which made every idle event stream hold
+/// more memory (the measurements are in `git log`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -25,9 +25,8 @@ use uuid::Uuid;
 
 use super::server::COLUMNS;
 
-/// The most batches written at once (each holds one pooled connection).
-/// Two measured best on a two-core machine: 4, 8 and 16 gave no more
-/// messages/s and longer tails (docs/benchmarks.md, fifth round).
+/// The most batches written at once (each holds one pooled connection):
+/// on two cores, more gave no more messages/s and longer tails.
 pub const MAX_IN_FLIGHT: usize = 2;
 /// The most sends in one batch.
 pub const MAX_BATCH: usize = 64;

@@ -23,8 +23,8 @@ pub const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
 /// longer; a connection that fails it is closed and another one is taken.
 ///
 /// sqlx's default (`test_before_acquire`) pings before every query: one more
-/// round trip each, about 12 % of the messages/s at 64 senders
-/// (`docs/benchmarks.md`). A connection busy until less than 500 ms ago is
+/// round trip each, a measurable share of the messages/s under load. A
+/// connection busy until less than 500 ms ago is
 /// used as it is, so after a database restart a query on such a connection
 /// can fail once; one that sat idle is checked as before.
 pub fn pool_options() -> PgPoolOptions {

@@ -251,9 +251,8 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
             _,
         >(|| provide_context(RequestUser::default()), shell))
         // The compressor's response body holds every encoder's state
-        // inline, about 6 KiB, for as long as the response lasts: the event
-        // stream, which is never compressed, is routed past it (eighth
-        // round in docs/benchmarks.md).
+        // inline for as long as the response lasts: the event stream, which
+        // is never compressed, is routed past it.
         .layer(CompressionLayer::new().compress_when(compress))
         .route("/api/events", get(crate::realtime::server::events))
         .layer(axum::middleware::from_fn_with_state(
