@@ -932,3 +932,133 @@ async fn a_stream_requested_over_http_1_0_as_a_proxy_does_is_delimited_by_the_cl
     .await;
     assert!(!text.contains("\r\n0\r\n"), "no chunk sizes: {text}");
 }
+
+/// Logs one `read` event `{seq}` for each of `users` in `tx`, as a writer
+/// does.
+async fn log_reads(
+    tx: &mut sqlx::PgConnection,
+    users: &[Uuid],
+    seqs: std::ops::RangeInclusive<i64>,
+) {
+    sqlx::query(
+        "INSERT INTO events (user_id, kind, payload)
+         SELECT u, 'read', jsonb_build_object('dm_id', $3::uuid, 'user_id', u, 'seq', s)
+         FROM unnest($1::uuid[]) AS u, generate_series($2::bigint, $4::bigint) AS s
+         ORDER BY s, u",
+    )
+    .bind(users)
+    .bind(*seqs.start())
+    .bind(Uuid::nil())
+    .bind(*seqs.end())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+}
+
+async fn wake(pool: &PgPool) {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(knock::realtime::server::CHANNEL)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The `seq`s of the next `n` `read` events.
+async fn read_seqs(rx: &mut mpsc::UnboundedReceiver<Sse>, n: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        let (_, kind, data) = next(rx).await;
+        assert_eq!(kind, "read", "{data}");
+        seqs.push(data["seq"].as_i64().unwrap());
+    }
+    seqs
+}
+
+#[sqlx::test]
+async fn the_process_reader_delivers_to_every_stream_in_commit_order_past_a_late_commit(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let mut users = Vec::new();
+    let mut streams = Vec::new();
+    for i in 0..8 {
+        let (id, token) = person(&pool, &keys, &format!("p{i}")).await;
+        users.push(id);
+        for _ in 0..2 {
+            streams.push(subscribe(&one.base, &token, None).await);
+        }
+    }
+    // The first transaction logs seq 1 for everyone and stays open; a later
+    // one logs seq 2 and commits first.
+    let mut late = pool.begin().await.unwrap();
+    log_reads(&mut late, &users, 1..=1).await;
+    let mut early = pool.begin().await.unwrap();
+    log_reads(&mut early, &users, 2..=2).await;
+    early.commit().await.unwrap();
+    wake(&pool).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (events, _) in &mut streams {
+        assert!(
+            events.try_recv().is_err(),
+            "nothing overtakes the open transaction"
+        );
+    }
+    late.commit().await.unwrap();
+    for (events, _) in &mut streams {
+        assert_eq!(read_seqs(events, 2).await, [1, 2], "in commit-safe order");
+    }
+    for (events, _) in &mut streams {
+        assert!(quiet(events).await, "each event once");
+    }
+}
+
+#[sqlx::test]
+async fn a_stream_behind_its_channel_catches_up_from_the_log_or_resyncs(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let (mut bobs, _stream) = subscribe(&one.base, &bob_token, None).await;
+
+    // Five channels' worth at once: read back from the log, none lost.
+    let burst = 5 * knock::realtime::server::CHANNEL_CAPACITY as i64;
+    let mut tx = pool.begin().await.unwrap();
+    log_reads(&mut tx, &[bob], 1..=burst).await;
+    tx.commit().await.unwrap();
+    wake(&pool).await;
+    let got = read_seqs(&mut bobs, burst as usize).await;
+    assert_eq!(got, (1..=burst).collect::<Vec<_>>());
+    assert!(quiet(&mut bobs).await);
+
+    // More than the log replays: one `resync`, then live events only.
+    let too_many = knock::realtime::server::MAX_REPLAY + 10;
+    let mut tx = pool.begin().await.unwrap();
+    log_reads(&mut tx, &[bob], 1..=too_many).await;
+    tx.commit().await.unwrap();
+    wake(&pool).await;
+    let mut kinds = Vec::new();
+    loop {
+        let (_, kind, _) = next(&mut bobs).await;
+        let resync = kind == "resync";
+        kinds.push(kind);
+        if resync {
+            break;
+        }
+    }
+    assert!(
+        kinds.len() <= knock::realtime::server::CHANNEL_CAPACITY + 1,
+        "resync comes before the backlog is sent: {} events",
+        kinds.len()
+    );
+    let mut tx = pool.begin().await.unwrap();
+    log_reads(&mut tx, &[bob], 0..=0).await;
+    tx.commit().await.unwrap();
+    wake(&pool).await;
+    assert_eq!(
+        read_seqs(&mut bobs, 1).await,
+        [0],
+        "live again, nothing old"
+    );
+}

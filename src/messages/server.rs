@@ -76,9 +76,8 @@ pub async fn send(
     let outcome: String = row.try_get("outcome")?;
     match outcome.as_str() {
         "sent" => {
-            let members: Vec<Uuid> = row.try_get("members")?;
             let message = Message::from_row(&row)?;
-            state.hub.wakeups.wake(&members);
+            state.hub.wakeups.wake();
             Ok(message)
         }
         // A retry after the first attempt committed: the same message.

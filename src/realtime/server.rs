@@ -1,20 +1,25 @@
 //! Real-time delivery: a durable per-user event log, Postgres
-//! `LISTEN/NOTIFY` to wake every instance, and the SSE endpoint.
+//! `LISTEN/NOTIFY` to wake every instance, one reader per process, and the
+//! SSE endpoint.
 //!
-//! Writers call [`record`] inside their transaction and [`Wakeups::wake`]
-//! after commit (both through [`commit_with_event`]): every instance's
-//! streams are woken by a coalesced NOTIFY of its own, outside the data
-//! transaction (DESIGN §8). Each process runs one [`Hub`] with one
-//! `PgListener`; a notification carries only user ids.
-//! Each SSE connection reads its user's events from the log in commit-safe
-//! order (see the `events` migration), so a lost wake-up only delays
-//! delivery until the next poll ([`POLL`]) and a reconnect with
-//! `Last-Event-ID` replays exactly what was missed.
+//! The way through: a writer calls [`record`] inside its transaction and
+//! [`Wakeups::wake`] after commit (both through [`commit_with_event`]);
+//! the wake-up goes out as a coalesced NOTIFY of its own, outside the data
+//! transaction (DESIGN §8). Each process runs one [`Hub`]: its listener
+//! hears the NOTIFY, its reader reads everything new in the log once, in
+//! commit-safe order (see the `events` migration), and hands each event to
+//! the open streams of its recipient through an in-memory channel. A
+//! stream queries the log itself only to resume (`Last-Event-ID`); one that
+//! falls behind its channel is told to `resync`. The reader also looks at
+//! the log every [`POLL`], so a lost wake-up only delays delivery.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::HashMap,
     convert::Infallible,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -25,7 +30,7 @@ use axum::{
 };
 use futures::Stream;
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
 use super::{
@@ -36,10 +41,15 @@ use crate::{auth::server::CurrentUser, error::AppError, server::state::AppState}
 
 /// The NOTIFY channel.
 pub const CHANNEL: &str = "knock_events";
-/// How often a quiet stream looks at the log anyway.
+/// How often the reader looks at the log without a wake-up.
 pub const POLL: Duration = Duration::from_secs(5);
-/// Events read from the log per query.
+/// Events a stream reads from its user's log per query while resuming.
 const PAGE: i64 = 100;
+/// Events the process reader reads from the log per query.
+const BATCH: i64 = 1000;
+/// Events a user's channel holds for a stream that has not taken them yet;
+/// a stream further behind reads its user's log (see [`events`]).
+pub const CHANNEL_CAPACITY: usize = 64;
 /// A stream resuming with more than this many events waiting is told to
 /// `resync` instead of getting them all.
 pub const MAX_REPLAY: i64 = 1000;
@@ -85,132 +95,72 @@ pub async fn commit_with_event(
     };
     record(&mut tx, recipients, &event).await?;
     tx.commit().await?;
-    wakeups.wake(recipients);
+    wakeups.wake();
     Ok(())
 }
 
-/// The most user ids in one NOTIFY payload: 36 characters and a comma each,
-/// well under Postgres's 8000-byte limit on a payload.
-const IDS_PER_NOTIFY: usize = 200;
-
-/// This process's wake-ups: the users with streams open here, and the
-/// recipients that the instances (this one too) still have to hear of.
+/// This process's NOTIFY outbox.
 ///
-/// A writer calls [`Wakeups::wake`] after its commit: the ids go into an
-/// outbox that [`Wakeups::notify_until_closed`] sends as NOTIFYs of their own,
-/// outside any data transaction (a NOTIFY takes a global lock at commit,
-/// DESIGN §8). While one NOTIFY is on its way, further wake-ups gather, so
-/// under load one NOTIFY carries many of them. A payload is
-/// `"{user_id},{user_id},…"`. This process's own streams are woken through
-/// its listener too, not at the commit: a read at once would mostly find
-/// the new events behind other senders' transactions that are still
-/// running, and poll again (see [`Page::pending`]).
+/// A writer calls [`Wakeups::wake`] after its commit; [`Wakeups::notify_until_closed`]
+/// then sends one NOTIFY on [`CHANNEL`] (empty payload), outside any data
+/// transaction: a NOTIFY takes a global lock at commit (DESIGN §8). Wake-ups
+/// that come while one NOTIFY is on its way share the next one. Every
+/// instance's reader (this one's too) hears it through its listener: a read
+/// at the commit would mostly find the new events behind other senders'
+/// transactions that are still running.
 #[derive(Debug)]
 pub struct Wakeups {
-    users: Mutex<HashMap<Uuid, Arc<Feed>>>,
-    outbox: Mutex<HashSet<Uuid>>,
-    outbox_ready: Notify,
+    wanted: AtomicBool,
+    ready: Notify,
 }
 
 impl Default for Wakeups {
     fn default() -> Self {
         Self {
-            users: Mutex::default(),
-            outbox: Mutex::default(),
-            outbox_ready: Notify::new(),
+            wanted: AtomicBool::new(false),
+            ready: Notify::new(),
         }
     }
 }
 
 impl Wakeups {
-    /// After commit: wakes the streams of `recipients` on every instance
-    /// with the next NOTIFY. Never fails: a lost wake-up only waits for the
-    /// streams' next look at the log ([`POLL`]).
-    pub fn wake(&self, recipients: &[Uuid]) {
-        self.outbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(recipients);
-        self.outbox_ready.notify_one();
+    /// After a commit that logged events: wakes every instance's reader with
+    /// the next NOTIFY. Never fails: a lost wake-up only waits for the
+    /// readers' next look at the log ([`POLL`]).
+    pub fn wake(&self) {
+        self.wanted.store(true, Ordering::Release);
+        self.ready.notify_one();
     }
 
-    fn wake_here(&self, user: Uuid) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(feed) = users.get(&user) {
-            if feed.wake.receiver_count() == 0 {
-                users.remove(&user);
-            } else {
-                feed.wake.send_modify(|n| *n = n.wrapping_add(1));
-            }
-        }
-    }
-
-    fn wake_all_here(&self) {
-        let users: Vec<Uuid> = self
-            .users
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        for user in users {
-            self.wake_here(user);
-        }
-    }
-
-    fn feed(&self, user: Uuid) -> Arc<Feed> {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.entry(user).or_default().clone()
-    }
-
-    /// Forgets users with no open stream here (and their tails).
-    fn forget_idle(&self) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.retain(|_, feed| feed.wake.receiver_count() > 0);
-    }
-
-    /// Sends what the outbox holds as NOTIFYs on [`CHANNEL`]: one round
-    /// trip, at most [`IDS_PER_NOTIFY`] ids per payload.
+    /// Sends the NOTIFY if a wake-up is waiting: one round trip.
     ///
     /// # Errors
-    /// The database error; those ids are then dropped (the other instances'
-    /// streams find the events at their next poll).
+    /// The database error; the wake-up is then dropped (the readers find
+    /// the events at their next poll).
     pub async fn flush<'c>(
         &self,
         db: impl sqlx::Executor<'c, Database = Postgres>,
     ) -> Result<(), sqlx::Error> {
-        let users: Vec<Uuid> = {
-            let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *outbox).into_iter().collect()
-        };
-        if users.is_empty() {
+        if !self.wanted.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let payloads: Vec<String> = users
-            .chunks(IDS_PER_NOTIFY)
-            .map(|chunk| {
-                let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
-                ids.join(",")
-            })
-            .collect();
-        sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+        sqlx::query("SELECT pg_notify($1, '')")
             .bind(CHANNEL)
-            .bind(payloads)
             .execute(db)
             .await?;
         Ok(())
     }
 
-    /// Until `pool` closes: [`Wakeups::flush`] whenever the outbox has ids,
-    /// on a connection of its own (taken from the pool and detached from
-    /// it), so a wake-up never queues for a pooled connection behind the
+    /// Until `pool` closes: [`Wakeups::flush`] whenever a wake-up waits, on
+    /// a connection of its own (taken from the pool and detached from it),
+    /// so a wake-up never queues for a pooled connection behind the
     /// requests. The connection is closed with the pool.
     pub async fn notify_until_closed(self: Arc<Self>, pool: PgPool) {
         let mut connection: Option<sqlx::PgConnection> = None;
         let mut closed = std::pin::pin!(pool.close_event());
         loop {
             tokio::select! {
-                () = self.outbox_ready.notified() => {}
+                () = self.ready.notified() => {}
                 () = &mut closed => {
                     if let Some(conn) = connection {
                         let _ = sqlx::Connection::close(conn).await;
@@ -223,9 +173,8 @@ impl Wakeups {
                     Ok(conn) => connection = Some(conn.detach()),
                     Err(error) => {
                         tracing::warn!(%error, "cannot connect to NOTIFY; retrying");
-                        // The ids stay in the outbox for the next try.
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        self.outbox_ready.notify_one();
+                        self.ready.notify_one();
                         continue;
                     }
                 }
@@ -234,133 +183,197 @@ impl Wakeups {
                 continue;
             };
             if let Err(error) = self.flush(&mut *conn).await {
-                tracing::warn!(%error, "could not NOTIFY; streams will catch up by polling");
+                tracing::warn!(%error, "could not NOTIFY; readers will catch up by polling");
                 connection = None;
             }
         }
     }
+}
 
-    /// Wakes this process's streams of the users a NOTIFY payload names.
-    fn on_notification(&self, payload: &str) {
-        for id in payload.split(',') {
-            if let Ok(user) = id.parse() {
-                self.wake_here(user);
-            }
-        }
+/// One event as every stream sends it: encoded once per process, shared by
+/// reference count.
+#[derive(Debug)]
+pub struct Delivered {
+    /// Where it is in the log.
+    pub cursor: Cursor,
+    /// The event's kind ([`LiveEvent::kind`]), the SSE `event` field.
+    pub kind: &'static str,
+    /// The event's data as JSON text ([`LiveEvent::data`]), the SSE `data`;
+    /// shared by the copies of one event logged for several users.
+    pub data: Arc<str>,
+}
+
+impl Delivered {
+    /// `event` at `cursor`, encoded.
+    fn new(cursor: Cursor, event: &LiveEvent) -> Arc<Self> {
+        Arc::new(Self {
+            cursor,
+            kind: event.kind(),
+            data: event.data().to_string().into(),
+        })
     }
 }
 
-/// This process's real-time state: the wake-ups ([`Wakeups`]) and presence
-/// bookkeeping.
+/// What the reader hands out: where it is, and a channel per user with
+/// open streams here.
+#[derive(Debug, Default)]
+struct Fanout {
+    /// Every settled event up to here has been handed out.
+    cursor: Option<Cursor>,
+    users: HashMap<Uuid, broadcast::Sender<Arc<Delivered>>>,
+}
+
+/// This process's real-time state: the NOTIFY outbox ([`Wakeups`]), the
+/// reader and its channels, and presence bookkeeping.
 #[derive(Debug)]
 pub struct Hub {
-    /// Wake-ups of this process's streams, here and through NOTIFY.
+    /// This process's NOTIFY outbox.
     pub wakeups: Arc<Wakeups>,
     /// Open streams of this instance (see [`Presence`]).
     pub presence: Arc<Presence>,
+    fanout: Mutex<Fanout>,
+    /// The reader has its start position.
+    started: watch::Sender<bool>,
+    /// A NOTIFY arrived: read the log.
+    read_now: Notify,
     closing: watch::Sender<bool>,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        let wakeups = Arc::new(Wakeups::default());
-        Self {
-            presence: Arc::new(Presence::new(wakeups.clone())),
-            wakeups,
-            closing: watch::channel(false).0,
-        }
-    }
-}
-
 impl Hub {
+    /// A hub on `pool` with its background tasks running until the pool
+    /// closes: the reader ([`Hub::read_until_closed`]), the listener
+    /// ([`Hub::listen`]) and the NOTIFY sender
+    /// ([`Wakeups::notify_until_closed`]).
+    pub fn start(pool: &PgPool) -> Arc<Self> {
+        let wakeups = Arc::new(Wakeups::default());
+        let hub = Arc::new(Self {
+            presence: Arc::new(Presence::new(wakeups.clone())),
+            wakeups: wakeups.clone(),
+            fanout: Mutex::default(),
+            started: watch::channel(false).0,
+            read_now: Notify::new(),
+            closing: watch::channel(false).0,
+        });
+        tokio::spawn(hub.clone().read_until_closed(pool.clone()));
+        tokio::spawn(hub.clone().listen(pool.clone()));
+        tokio::spawn(wakeups.notify_until_closed(pool.clone()));
+        hub
+    }
+
     /// Ends every open stream of this process (on shutdown), so that
     /// browsers reconnect, with `Last-Event-ID`, to an instance that stays.
     pub fn close_streams(&self) {
         self.closing.send_replace(true);
     }
 
-    /// A receiver that changes whenever `user` is woken.
-    pub fn subscribe(&self, user: Uuid) -> watch::Receiver<u64> {
-        self.wakeups.feed(user).wake.subscribe()
+    fn fanout(&self) -> std::sync::MutexGuard<'_, Fanout> {
+        self.fanout.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `user`'s settled events after `cursor` (at most [`PAGE`]), shared by
-    /// all of this process's streams of that user: one stream reads the log
-    /// while the others wait, then take what it read from [`Feed`]'s tail.
-    /// So a message to a user with many open streams costs one query, and
-    /// idle streams look at the log once per user per half [`POLL`]. A read
-    /// that found [`Page::pending`] events is not shared: the next one asks
-    /// the log again.
-    ///
-    /// # Errors
-    /// The database error.
-    pub async fn read(
-        &self,
-        pool: &PgPool,
-        user: Uuid,
-        cursor: Cursor,
-    ) -> Result<Page, sqlx::Error> {
-        let feed = self.wakeups.feed(user);
-        let (woken, covered, last) = loop {
-            let read_done = {
-                let mut tail = feed.tail.lock().unwrap_or_else(|e| e.into_inner());
-                let woken = *feed.wake.borrow();
-                let last = tail.last();
-                let covered = tail.base.is_some_and(|base| base <= cursor)
-                    && last.is_some_and(|l| cursor <= l);
-                let fresh = tail.read_gen == woken
-                    && tail.read_at.is_some_and(|at| at.elapsed() < POLL / 2);
-                if covered && (Some(cursor) < last || fresh) {
-                    return Ok(Page {
-                        events: tail.after(cursor),
-                        pending: false,
-                    });
-                }
-                if !tail.reading {
-                    tail.reading = true;
-                    break (woken, covered, last);
-                }
-                // Another stream of this user is reading the log: wait for
-                // it, then look at the tail again. (A `Notified` made before
-                // the reader's `notify_waiters` is woken by it.)
-                feed.read_done.notified()
-            };
-            read_done.await;
-        };
-        // This stream reads for all of them; the guard lets the others go on
-        // when it is done, even if this future is dropped half way.
-        let _reading = Reading(&feed);
-        let page = events_after(pool, user, &cursor).await?;
-        let mut tail = feed.tail.lock().unwrap_or_else(|e| e.into_inner());
-        if covered {
-            let last = last.unwrap_or(cursor);
-            tail.events
-                .extend(page.events.iter().filter(|e| e.cursor > last).cloned());
-        } else if last.is_none_or(|last| cursor > last) {
-            tail.base = Some(cursor);
-            tail.events = page.events.iter().cloned().collect();
-        } else {
-            // An older position than the tail: answer without keeping it.
-            return Ok(page);
-        }
-        while tail.events.len() > TAIL {
-            if let Some(oldest) = tail.events.pop_front() {
-                tail.base = Some(oldest.cursor);
+    /// A channel of `user`'s events and the reader's position when it was
+    /// made: every event after that position comes through the channel,
+    /// the ones up to it are in the log. Waits until the reader has started.
+    pub async fn subscribe(&self, user: Uuid) -> (broadcast::Receiver<Arc<Delivered>>, Cursor) {
+        let mut started = self.started.subscribe();
+        // The sender lives in `self`, so this wait ends only by starting.
+        let _ = started.wait_for(|started| *started).await;
+        let mut fanout = self.fanout();
+        let cursor = fanout.cursor.unwrap_or(Cursor::ZERO);
+        let rx = fanout
+            .users
+            .entry(user)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe();
+        (rx, cursor)
+    }
+
+    /// The reader's position now.
+    fn position(&self) -> Cursor {
+        self.fanout().cursor.unwrap_or(Cursor::ZERO)
+    }
+
+    /// Hands out events read from the log, in order, to the channels of
+    /// their recipients, and moves the position past them.
+    fn publish(&self, events: Vec<(Uuid, Arc<Delivered>)>) {
+        let mut fanout = self.fanout();
+        for (user, event) in events {
+            fanout.cursor = Some(event.cursor);
+            let gone = fanout
+                .users
+                .get(&user)
+                .is_some_and(|channel| channel.send(event).is_err());
+            if gone {
+                // No stream of this user is open here any more.
+                fanout.users.remove(&user);
             }
         }
-        tail.read_gen = woken;
-        tail.read_at = (!page.pending).then(std::time::Instant::now);
-        Ok(page)
     }
 
-    /// Forgets users with no open stream here (and their tails).
+    /// Forgets the channels of users with no open stream here.
     pub fn forget_idle(&self) {
-        self.wakeups.forget_idle();
+        self.fanout()
+            .users
+            .retain(|_, channel| channel.receiver_count() > 0);
+    }
+
+    /// Until `pool` closes: reads what is new in the log and hands it out
+    /// ([`Hub::publish`]), whenever a NOTIFY arrives and every [`POLL`];
+    /// again at once while a read fills a batch, and again shortly while
+    /// committed events wait behind a running transaction
+    /// ([`Batch::pending`]).
+    pub async fn read_until_closed(self: Arc<Self>, pool: PgPool) {
+        let mut closed = std::pin::pin!(pool.close_event());
+        let mut cursor = loop {
+            match log_head(&pool).await {
+                Ok(head) => break head,
+                Err(_) if pool.is_closed() => return,
+                Err(error) => tracing::warn!(%error, "event reader cannot start; retrying"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = &mut closed => return,
+            }
+        };
+        self.fanout().cursor = Some(cursor);
+        self.started.send_replace(true);
+        let mut retry = RETRY_FIRST;
+        loop {
+            let wait = match read_log(&pool, cursor).await {
+                Ok(batch) => {
+                    let full = batch.events.len() as i64 == BATCH;
+                    let pending = batch.pending;
+                    cursor = batch.last.unwrap_or(cursor);
+                    self.publish(batch.events);
+                    if full {
+                        continue;
+                    }
+                    if pending {
+                        // 1, 2, 4, … ms, else at the next wake-up.
+                        let wait = retry;
+                        retry = (retry * 2).min(RETRY_LAST);
+                        wait
+                    } else {
+                        retry = RETRY_FIRST;
+                        POLL
+                    }
+                }
+                Err(_) if pool.is_closed() => return,
+                Err(error) => {
+                    tracing::warn!(%error, "event reader: database error");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = self.read_now.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = &mut closed => return,
+            }
+        }
     }
 
     /// Listens on [`CHANNEL`] until `pool` closes, reconnecting after
-    /// errors; after a reconnect every stream is woken (notifications may
-    /// have been lost).
+    /// errors; each notification, and each (re)connect (notifications may
+    /// have been lost), makes the reader read the log.
     pub async fn listen(self: Arc<Self>, pool: PgPool) {
         loop {
             match PgListener::connect_with(&pool).await {
@@ -368,12 +381,10 @@ impl Hub {
                     if let Err(error) = listener.listen(CHANNEL).await {
                         tracing::warn!(%error, "LISTEN failed");
                     } else {
-                        self.wakeups.wake_all_here();
+                        self.read_now.notify_one();
                         loop {
                             match listener.recv().await {
-                                Ok(notification) => {
-                                    self.wakeups.on_notification(notification.payload());
-                                }
+                                Ok(_) => self.read_now.notify_one(),
                                 // The pool closes on shutdown: nothing to
                                 // reconnect to, and nothing to warn about.
                                 Err(_) if pool.is_closed() => return,
@@ -393,7 +404,104 @@ impl Hub {
     }
 }
 
-/// A position in a user's event log: (writing transaction id, event id),
+/// The reader's waits while committed events are behind a running
+/// transaction ([`Batch::pending`]): first and longest.
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+const RETRY_LAST: Duration = Duration::from_millis(64);
+
+/// The newest settled position of the whole log: where the reader starts.
+///
+/// (The log is ordered by the `xid8` column; its text would sort "100"
+/// before "99".)
+async fn log_head(pool: &PgPool) -> Result<Cursor, sqlx::Error> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT tx_id::text AS tx, id FROM events
+         WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY tx_id DESC, id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map_or(Cursor::ZERO, |(tx_id, id)| Cursor::from_row(&tx_id, id)))
+}
+
+/// What one read of the whole log found.
+#[derive(Debug, Default)]
+struct Batch {
+    /// The settled events after the cursor with their recipients, oldest
+    /// first, at most [`BATCH`].
+    events: Vec<(Uuid, Arc<Delivered>)>,
+    /// The position of the last row read (decoded or not).
+    last: Option<Cursor>,
+    /// Committed events are not settled yet: an older transaction is still
+    /// running, so they cannot be handed out in order yet.
+    pending: bool,
+}
+
+/// The settled events of every user after `after`; and whether committed
+/// events wait behind a running transaction. One query. An event that went
+/// to several users is decoded once.
+async fn read_log(pool: &PgPool, after: Cursor) -> Result<Batch, sqlx::Error> {
+    type Row = (
+        Option<String>,
+        Option<i64>,
+        Option<Uuid>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "(SELECT tx_id::text AS tx, id, user_id, kind, payload::text FROM events
+          WHERE (tx_id, id) > ($1::xid8, $2)
+            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY tx_id, id LIMIT $3)
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL, NULL
+          WHERE EXISTS (SELECT 1 FROM events
+                          WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .bind(after.tx_id.to_string())
+    .bind(after.id)
+    .bind(BATCH)
+    .fetch_all(pool)
+    .await?;
+    let mut batch = Batch::default();
+    // The previous row's kind, payload and encoding: one event logged for
+    // several recipients is several rows with the same payload.
+    let mut previous: Option<(String, String, &'static str, Arc<str>)> = None;
+    for row in rows {
+        let (Some(tx_id), Some(id), Some(user), Some(kind), Some(payload)) = row else {
+            batch.pending = true;
+            continue;
+        };
+        let cursor = Cursor::from_row(&tx_id, id);
+        batch.last = Some(cursor);
+        let encoded = match &previous {
+            Some((k, p, kind_static, data)) if *k == kind && *p == payload => {
+                Some((*kind_static, data.clone()))
+            }
+            _ => match LiveEvent::decode(&kind, &payload) {
+                Ok(event) => {
+                    let encoded = (event.kind(), Arc::<str>::from(event.data().to_string()));
+                    previous = Some((kind, payload, encoded.0, encoded.1.clone()));
+                    Some(encoded)
+                }
+                // Only `Event`s are written to the log; a row that is not
+                // one is left out, with a warning.
+                Err(error) => {
+                    tracing::warn!(%error, %kind, %cursor, "skipped an event the log cannot decode");
+                    None
+                }
+            },
+        };
+        if let Some((kind, data)) = encoded {
+            batch
+                .events
+                .push((user, Arc::new(Delivered { cursor, kind, data })));
+        }
+    }
+    Ok(batch)
+}
+
+/// A position in the event log: (writing transaction id, event id),
 /// ordered as the log is read. On the wire (SSE `id`, `Last-Event-ID`):
 /// `"{tx_id}:{id}"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -403,6 +511,9 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// Before every event.
+    pub const ZERO: Self = Self { tx_id: 0, id: 0 };
+
     /// Parses `"{tx_id}:{id}"`.
     pub fn parse(text: &str) -> Option<Self> {
         let (tx_id, id) = text.split_once(':')?;
@@ -426,80 +537,11 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-/// Events kept per user in [`Feed`]'s tail.
-const TAIL: usize = 64;
-
-/// One user's wake-ups and the newest part of their log, in this process.
-///
-/// The tail sits behind a plain mutex that is never held across an await:
-/// when a wake-up reaches many streams of the user, one of them reads the
-/// log ([`Tail::reading`]) and the others wait for [`Feed::read_done`],
-/// which wakes them all at once, so they copy from the tail side by side
-/// instead of taking turns at a lock.
-#[derive(Debug)]
-struct Feed {
-    wake: watch::Sender<u64>,
-    tail: Mutex<Tail>,
-    read_done: Notify,
-}
-
-impl Default for Feed {
-    fn default() -> Self {
-        Self {
-            wake: watch::channel(0).0,
-            tail: Mutex::default(),
-            read_done: Notify::new(),
-        }
-    }
-}
-
-/// Held by the stream that reads the log for its user's other streams;
-/// dropped, it lets them go on.
-struct Reading<'a>(&'a Feed);
-
-impl Drop for Reading<'_> {
-    fn drop(&mut self) {
-        self.0
-            .tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reading = false;
-        self.0.read_done.notify_waiters();
-    }
-}
-
-/// Every settled event of a user after `base` up to the last of `events`.
-#[derive(Debug, Default)]
-struct Tail {
-    base: Option<Cursor>,
-    events: VecDeque<Delivered>,
-    /// The wake-up count when the log was last read.
-    read_gen: u64,
-    read_at: Option<std::time::Instant>,
-    /// A stream is reading the log for this user now.
-    reading: bool,
-}
-
-impl Tail {
-    fn last(&self) -> Option<Cursor> {
-        self.events.back().map(|e| e.cursor).or(self.base)
-    }
-
-    fn after(&self, cursor: Cursor) -> Vec<Delivered> {
-        let start = self.events.partition_point(|e| e.cursor <= cursor);
-        self.events
-            .range(start..)
-            .take(PAGE as usize)
-            .cloned()
-            .collect()
-    }
-}
-
-/// The newest settled position of `user`'s log (where a new stream starts).
-///
-/// (The log is ordered by the `xid8` column; its text, `tx`, would sort
-/// "100" before "99".)
-async fn head(pool: &PgPool, user: Uuid) -> Result<Cursor, sqlx::Error> {
+/// Where a new stream, or one that resyncs, starts: the newest of the
+/// reader's `position` and the newest settled event of `user`'s log. What
+/// committed before is what the page fetches (or refetches on `resync`),
+/// so the stream skips it, and a reconnect from there replays none of it.
+async fn start_point(pool: &PgPool, user: Uuid, position: Cursor) -> Result<Cursor, sqlx::Error> {
     let row: Option<(String, i64)> = sqlx::query_as(
         "SELECT tx_id::text AS tx, id FROM events
          WHERE user_id = $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -508,64 +550,34 @@ async fn head(pool: &PgPool, user: Uuid) -> Result<Cursor, sqlx::Error> {
     .bind(user)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map_or(Cursor { tx_id: 0, id: 0 }, |(tx_id, id)| {
-        Cursor::from_row(&tx_id, id)
-    }))
-}
-
-/// One delivered event, encoded once for all of a user's streams in this
-/// process (see [`Hub::read`]): copies are reference counts.
-#[derive(Debug, Clone)]
-pub struct Delivered {
-    /// Where it is in the log.
-    pub cursor: Cursor,
-    /// The event's kind ([`LiveEvent::kind`]), the SSE `event` field.
-    pub kind: &'static str,
-    /// The event's data as JSON text ([`LiveEvent::data`]), the SSE `data`.
-    pub data: Arc<str>,
-}
-
-impl Delivered {
-    /// `event` at `cursor`, encoded.
-    fn new(cursor: Cursor, event: &LiveEvent) -> Self {
-        Self {
-            cursor,
-            kind: event.kind(),
-            data: event.data().to_string().into(),
-        }
-    }
+    let head = row.map_or(Cursor::ZERO, |(tx_id, id)| Cursor::from_row(&tx_id, id));
+    Ok(head.max(position))
 }
 
 /// What one read of a user's log found.
 #[derive(Debug, Default)]
 pub struct Page {
     /// The settled events after the cursor, oldest first, at most [`PAGE`].
-    pub events: Vec<Delivered>,
-    /// The user has committed events that are not settled yet: an older
-    /// transaction is still running, so they cannot be delivered in order
-    /// yet. Read again shortly instead of waiting for the next wake-up (the
-    /// older transaction's own wake-up may be for other users).
-    pub pending: bool,
+    pub events: Vec<Arc<Delivered>>,
+    /// The position of the last row read (decoded or not).
+    pub last: Option<Cursor>,
+    /// [`PAGE`] rows were read: there may be more.
+    pub full: bool,
 }
 
 /// The settled events of `user` after `after`, oldest first, at most
-/// [`PAGE`]; and whether committed events wait behind a running
-/// transaction ([`Page::pending`]). One query.
+/// [`PAGE`] (typing hints older than [`TYPING_TTL`] left out). One query; a
+/// stream reads its user's log only to resume.
 ///
 /// # Errors
 /// The database error.
 pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<Page, sqlx::Error> {
-    type Row = (Option<String>, Option<i64>, Option<String>, Option<String>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "(SELECT tx_id::text AS tx, id, kind, payload::text FROM events
-          WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
-            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-            AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
-          ORDER BY tx_id, id LIMIT $4)
-         UNION ALL
-         SELECT NULL, NULL, NULL, NULL
-          WHERE EXISTS (SELECT 1 FROM events WHERE user_id = $1
-                          AND tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT tx_id::text AS tx, id, kind, payload::text FROM events
+         WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+           AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
+         ORDER BY tx_id, id LIMIT $4",
     )
     .bind(user)
     .bind(after.tx_id.to_string())
@@ -574,24 +586,22 @@ pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<P
     .bind(TYPING_TTL.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let mut page = Page::default();
-    for row in rows {
-        match row {
-            (Some(tx_id), Some(id), Some(kind), Some(payload)) => {
-                let cursor = Cursor::from_row(&tx_id, id);
-                match LiveEvent::decode(&kind, &payload) {
-                    Ok(event) => page.events.push(Delivered::new(cursor, &event)),
-                    // Only `Event`s are written to the log; a row that is
-                    // not one is left out, with a warning.
-                    Err(error) => {
-                        tracing::warn!(%error, %kind, %cursor, "skipped an event the log cannot decode");
-                    }
-                }
+    let mut page = Page {
+        full: rows.len() as i64 == PAGE,
+        ..Page::default()
+    };
+    for (tx_id, id, kind, payload) in rows {
+        let cursor = Cursor::from_row(&tx_id, id);
+        page.last = Some(cursor);
+        match LiveEvent::decode(&kind, &payload) {
+            Ok(event) => page.events.push(Delivered::new(cursor, &event)),
+            // Only `Event`s are written to the log; a row that is not one is
+            // left out, with a warning.
+            Err(error) => {
+                tracing::warn!(%error, %kind, %cursor, "skipped an event the log cannot decode");
             }
-            _ => page.pending = true,
         }
     }
-    page.events.sort_by_key(|e| e.cursor);
     Ok(page)
 }
 
@@ -637,39 +647,101 @@ pub fn stream_deadline(exp: Option<i64>) -> tokio::time::Instant {
     tokio::time::Instant::now() + by_token.map_or(STREAM_MAX_LIFE, |life| life.min(STREAM_MAX_LIFE))
 }
 
-/// What a stream carries between polls.
+/// What a stream carries between events.
 struct StreamState {
     /// When the stream ends ([`stream_deadline`]).
     deadline: tokio::time::Instant,
+    /// The last event given to the client (or the start position).
     cursor: Cursor,
-    wake: watch::Receiver<u64>,
+    /// Still reading its user's log up to where the channel takes over.
+    resuming: bool,
+    /// Read from the log, not sent yet.
+    buffer: std::collections::VecDeque<Arc<Delivered>>,
+    channel: broadcast::Receiver<Arc<Delivered>>,
     closing: watch::Receiver<bool>,
-    buffer: VecDeque<Delivered>,
-    /// How long to wait before reading again while events are pending.
-    retry: Duration,
     _presence: Option<StreamGuard>,
 }
 
-/// The first and the longest wait of a stream whose user has events behind
-/// a running transaction ([`Page::pending`]).
-const RETRY_FIRST: Duration = Duration::from_millis(1);
-const RETRY_LAST: Duration = Duration::from_millis(64);
+/// The next event a stream sends, `None` when it ends (deadline, shutdown).
+async fn next_event(
+    st: &mut StreamState,
+    pool: &PgPool,
+    hub: &Hub,
+    me: Uuid,
+) -> Option<Arc<Delivered>> {
+    loop {
+        if let Some(event) = st.buffer.pop_front() {
+            return Some(event);
+        }
+        if st.resuming {
+            match events_after(pool, me, &st.cursor).await {
+                Ok(page) => {
+                    st.resuming = page.full;
+                    st.cursor = page.last.unwrap_or(st.cursor);
+                    st.buffer.extend(page.events);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "event stream: database error while resuming");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = st.closing.wait_for(|closing| *closing) => return None,
+                        () = tokio::time::sleep_until(st.deadline) => return None,
+                    }
+                }
+            }
+            continue;
+        }
+        let received = tokio::select! {
+            received = st.channel.recv() => received,
+            _ = st.closing.wait_for(|closing| *closing) => return None,
+            () = tokio::time::sleep_until(st.deadline) => return None,
+        };
+        match received {
+            // Already sent from the log while resuming.
+            Ok(event) if event.cursor <= st.cursor => {}
+            Ok(event) => {
+                st.cursor = event.cursor;
+                return Some(event);
+            }
+            // More events came at once than the channel keeps, or the client
+            // did not take them for a while: read them from the log, or
+            // resync when that is too far.
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                if let Ok(false) = needs_resync(pool, me, &st.cursor).await {
+                    st.resuming = true;
+                } else {
+                    let position = hub.position();
+                    st.cursor = start_point(pool, me, position).await.unwrap_or(position);
+                    return Some(Delivered::new(
+                        st.cursor,
+                        &LiveEvent::Resync(ResyncEvent {}),
+                    ));
+                }
+            }
+            // The hub dropped the channel; no event can come any more.
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
 
 /// `GET /api/events`: the signed-in user's Server-Sent Events
 /// ([the SSE format](https://html.spec.whatwg.org/multipage/server-sent-events.html)).
 ///
-/// Each event is an [`LiveEvent`] (`crate::realtime::Event`, the contract
+/// Each event is a [`LiveEvent`] (`crate::realtime::Event`, the contract
 /// the browser decodes): its `id` is its log position, `event` its kind,
-/// `data` its fields as JSON (ids only). A reconnect sending `Last-Event-ID` gets
-/// everything after it first (`?last_event_id=` does the same for a client
-/// that cannot set the header), or one `resync` (refetch what you show) when
-/// it is too far behind ([`MAX_REPLAY`]) or the log was pruned past it.
-/// Comments every 15 s keep proxies from closing the stream. The stream
-/// pulls from the log as the client reads, so a slow client holds no buffer
-/// beyond one page and slows nobody else. While it is open the user is
-/// online (see [`Presence`]). The stream ends when the session token it was
-/// opened with expires ([`stream_deadline`]); the browser reconnects with
-/// the fresh token ClerkJS keeps and resumes where it was.
+/// `data` its fields as JSON. A reconnect sending `Last-Event-ID` gets
+/// everything after it first, read from the log (`?last_event_id=` does the
+/// same for a client that cannot set the header), or one `resync` (refetch
+/// what you show) when it is too far behind ([`MAX_REPLAY`]), the log was
+/// pruned past it, or the id is not one Knock wrote. Then events come from
+/// the process reader ([`Hub::subscribe`]). A stream that falls more than
+/// [`CHANNEL_CAPACITY`] events behind its channel reads them from the log,
+/// or gets `resync` past [`MAX_REPLAY`]; it slows nobody else.
+/// Comments every 15 s keep proxies from closing the stream. While it is
+/// open the user is online (see [`Presence`]). The stream ends when the
+/// session token it was opened with expires ([`stream_deadline`]); the
+/// browser reconnects with the fresh token ClerkJS keeps and resumes where
+/// it was.
 ///
 /// # Errors
 /// 401 without a session; 500 on a database error.
@@ -684,75 +756,48 @@ pub async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(query.last_event_id.as_deref())
-        .and_then(Cursor::parse);
-    let (cursor, buffer) = match resume {
-        Some(cursor) if !needs_resync(&state.pool, me.id, &cursor).await? => {
-            (cursor, VecDeque::new())
+        .map(|text| Cursor::parse(text).ok_or(()));
+    let (channel, position) = state.hub.subscribe(me.id).await;
+    let (cursor, resuming, resync) = match resume {
+        None => (
+            start_point(&state.pool, me.id, position).await?,
+            false,
+            false,
+        ),
+        Some(Ok(cursor)) if !needs_resync(&state.pool, me.id, &cursor).await? => {
+            (cursor, true, false)
         }
-        resume => {
-            let head = head(&state.pool, me.id).await?;
-            let resync = resume
-                .is_some()
-                .then(|| Delivered::new(head, &LiveEvent::Resync(ResyncEvent {})));
-            (head, resync.into_iter().collect())
-        }
+        Some(_) => (
+            start_point(&state.pool, me.id, position).await?,
+            false,
+            true,
+        ),
     };
-    let wake = state.hub.subscribe(me.id);
     let presence = state.hub.presence.open(&state.pool, me.id).await?;
     let pool = state.pool.clone();
     let hub = state.hub.clone();
     let start = StreamState {
         deadline: stream_deadline(expires),
         cursor,
-        wake,
+        resuming,
+        buffer: resync
+            .then(|| Delivered::new(cursor, &LiveEvent::Resync(ResyncEvent {})))
+            .into_iter()
+            .collect(),
+        channel,
         closing: state.hub.closing.subscribe(),
-        buffer,
-        retry: RETRY_FIRST,
         _presence: Some(presence),
     };
     let stream = futures::stream::unfold(start, move |mut st| {
         let pool = pool.clone();
         let hub = hub.clone();
         async move {
-            loop {
-                if tokio::time::Instant::now() >= st.deadline {
-                    return None;
-                }
-                if let Some(event) = st.buffer.pop_front() {
-                    st.cursor = event.cursor;
-                    let sse = Event::default()
-                        .id(event.cursor.to_string())
-                        .event(event.kind)
-                        .data(&*event.data);
-                    return Some((Ok(sse), st));
-                }
-                match hub.read(&pool, me.id, st.cursor).await {
-                    Ok(page) if !page.events.is_empty() => {
-                        st.retry = RETRY_FIRST;
-                        st.buffer.extend(page.events);
-                    }
-                    Ok(page) => {
-                        // Events behind a running transaction: look again
-                        // soon (1, 2, 4, … ms), else at the next wake-up.
-                        let wait = if page.pending {
-                            let wait = st.retry;
-                            st.retry = (st.retry * 2).min(RETRY_LAST);
-                            wait
-                        } else {
-                            POLL
-                        };
-                        tokio::select! {
-                            _ = tokio::time::timeout(wait, st.wake.changed()) => {}
-                            _ = st.closing.wait_for(|closing| *closing) => return None,
-                            _ = tokio::time::sleep_until(st.deadline) => return None,
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "event stream: database error");
-                        tokio::time::sleep(POLL).await;
-                    }
-                }
-            }
+            let event = next_event(&mut st, &pool, &hub, me.id).await?;
+            let sse = Event::default()
+                .id(event.cursor.to_string())
+                .event(event.kind)
+                .data(&*event.data);
+            Some((Ok(sse), st))
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -116,7 +116,7 @@ impl Application {
             webhook,
             webhook_wakeup: Arc::new(Notify::new()),
             clerk_api,
-            hub: Arc::new(crate::realtime::server::Hub::default()),
+            hub: crate::realtime::server::Hub::start(&database.pool),
             sends: Default::default(),
             invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
             typing_limiter: Arc::new(crate::messages::server::typing_limiter()),
@@ -126,14 +126,6 @@ impl Application {
             state.pool.clone(),
             state.webhook_wakeup.clone(),
         ));
-        tokio::spawn(state.hub.clone().listen(state.pool.clone()));
-        tokio::spawn(
-            state
-                .hub
-                .wakeups
-                .clone()
-                .notify_until_closed(state.pool.clone()),
-        );
         tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
         tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
         {

@@ -57,7 +57,7 @@ pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
         )),
         webhook_wakeup: Arc::new(Notify::new()),
         clerk_api: None,
-        hub: Arc::new(knock::realtime::server::Hub::default()),
+        hub: knock::realtime::server::Hub::start(pool),
         sends: Default::default(),
         invite_limiter: Arc::new(knock::dms::server::invite_limiter(
             knock::dms::server::INVITES_PER_MINUTE,
