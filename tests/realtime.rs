@@ -210,8 +210,15 @@ async fn events_arrive_live_and_a_reconnect_replays_what_was_missed(
         json!({ "other_user_id": bob }),
     )
     .await;
+    // The `dm` event is Bob's row of his conversation list.
     let (_, event, data) = next(&mut bobs).await;
-    assert_eq!((event.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
+    assert_eq!((event.as_str(), &data["id"]), ("dm", &dm["id"]));
+    assert_eq!(
+        (&data["status"], &data["invited_by_user_id"]),
+        (&json!("INVITED"), &json!(ada))
+    );
+    assert_eq!(data["other_user"]["id"], json!(ada));
+    assert_eq!(data["other_user"]["username"], "ada");
 
     call(
         &one.base,
@@ -220,7 +227,8 @@ async fn events_arrive_live_and_a_reconnect_replays_what_was_missed(
         json!({ "dm_id": dm["id"] }),
     )
     .await;
-    assert_eq!(next(&mut bobs).await.1, "dm");
+    let (_, event, data) = next(&mut bobs).await;
+    assert_eq!((event.as_str(), &data["status"]), ("dm", &json!("ACTIVE")));
     call(
         &one.base,
         &ada_token,
@@ -314,7 +322,7 @@ async fn two_instances_on_one_database_deliver_to_each_others_clients(
     )
     .await;
     let (_, event, data) = next_within(&mut bobs, POLL / 2).await;
-    assert_eq!((event.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
+    assert_eq!((event.as_str(), &data["id"]), ("dm", &dm["id"]));
 }
 
 #[sqlx::test]
@@ -387,7 +395,7 @@ async fn a_stream_too_far_behind_or_behind_the_pruned_log_is_told_to_resync(
     )
     .await;
     let (_, kind, data) = next(&mut bobs).await;
-    assert_eq!((kind.as_str(), &data["dm_id"]), ("dm", &dm["id"]));
+    assert_eq!((kind.as_str(), &data["id"]), ("dm", &dm["id"]));
     stream.abort();
 
     // Resuming from the resync point replays nothing old.

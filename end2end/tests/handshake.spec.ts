@@ -70,18 +70,27 @@ test("an accept and a message show up in the other browser without a reload", as
   const ada = await person(browser, "ada");
   const bob = await person(browser, "bob");
 
+  await bob.page.goto("/");
+  await expect(bob.page.getByText("No conversations yet.")).toBeVisible();
   await openChat(ada, bob);
   await ada.page.getByRole("button", { name: "Start chat" }).click();
   await expect(ada.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
 
-  // Bob's sidebar learns of the invite by itself.
-  await bob.page.goto("/");
+  // Bob's open sidebar learns of the invite by itself.
   await expect(bob.page.getByLabel("Invites waiting")).toHaveText("1");
+  await expect(bob.page.getByRole("list", { name: "Conversations" }).getByText("Invited you")).toBeVisible();
   await openChat(bob, ada);
+  const adaCalls: string[] = [];
+  ada.context.on("request", (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path.startsWith("/api/") && path !== "/api/events") adaCalls.push(path);
+  });
   await bob.page.getByRole("button", { name: "Accept" }).click();
 
-  // Ada's page turns into the conversation without a reload.
+  // Ada's page turns into the conversation without a reload, and without
+  // a request: the `dm` event carries the DM.
   await expect(ada.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+  expect(adaCalls).toEqual([]);
   await ada.page.getByRole("textbox", { name: "Message" }).fill("Live hello");
   await ada.page.getByRole("button", { name: "Send" }).click();
   await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("Live hello")).toBeVisible();

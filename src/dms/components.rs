@@ -67,6 +67,13 @@ pub fn Sidebar() -> impl IntoView {
                         }
                     }
                 });
+                live.dm_rows.try_update(|heard| {
+                    for row in rows {
+                        if heard.get(&row.dm.id).is_some_and(|h| h.dm == row.dm) {
+                            heard.remove(&row.dm.id);
+                        }
+                    }
+                });
             }
             fetched
         },
@@ -93,6 +100,7 @@ pub fn Sidebar() -> impl IntoView {
         }
         _ => {}
     });
+    // A handshake step's `dm` event patches a person's state label below.
     let people = Resource::new(
         move || (search(), action.version().get(), live.dms.get()),
         move |(q, _, _)| async move {
@@ -107,6 +115,7 @@ pub fn Sidebar() -> impl IntoView {
         <Transition fallback=|| ()>
             {move || {
                 let patched = patches.get();
+                let heard = live.dm_rows.get();
                 Suspend::new(async move {
                 let Ok(SessionInfo { user: Some(me), .. }) = info.await else {
                     return view! {
@@ -114,8 +123,13 @@ pub fn Sidebar() -> impl IntoView {
                     }
                         .into_any();
                 };
-                let dms = apply(dms.await.unwrap_or_default(), &patched);
-                let people = people.await.unwrap_or_default();
+                let dms = apply(dms.await.unwrap_or_default(), &heard, &patched);
+                let mut people = people.await.unwrap_or_default();
+                for person in &mut people {
+                    if let Some(row) = heard.values().find(|r| r.other_user.id == person.user.id) {
+                        person.dm = Some(row.dm.clone());
+                    }
+                }
                 // What the lists say now is the latest presence. Browser
                 // only: on the server the page's parts render on several
                 // threads at once, and a signal read while another thread
@@ -246,11 +260,21 @@ struct RowPatch {
     read_through: i64,
 }
 
-/// The fetched list with `patches` applied, newest activity first.
+/// The fetched list with the rows of `dm` events (`heard`, which replace
+/// or add rows) and `patches` applied, newest activity first.
 fn apply(
     mut dms: Vec<super::DmSummary>,
+    heard: &HashMap<Uuid, super::DmSummary>,
     patches: &HashMap<Uuid, RowPatch>,
 ) -> Vec<super::DmSummary> {
+    for row in heard.values() {
+        match dms.iter_mut().find(|d| d.dm.id == row.dm.id) {
+            // A fetched row in the same state is at least as new.
+            Some(fetched) if fetched.dm != row.dm => *fetched = row.clone(),
+            Some(_) => {}
+            None => dms.push(row.clone()),
+        }
+    }
     for dm in &mut dms {
         let Some(patch) = patches.get(&dm.dm.id) else {
             continue;
@@ -315,21 +339,53 @@ pub fn ChatPage() -> impl IntoView {
             None => Err(crate::error::AppError::NotFound),
         }
     });
-    let live = expect_context::<Live>().dms;
+    let live = expect_context::<Live>();
     let thread = ThreadState::new();
+    // The DM with this person as the last `dm` event told it, with the
+    // `seq` of its newest message.
+    let heard = Memo::new(move |_| {
+        let other = other_id()?;
+        live.dm_rows.with(|rows| {
+            rows.values()
+                .find(|row| row.other_user.id == other)
+                .map(|row| (row.dm.clone(), row.last_seq))
+        })
+    });
+    // What the DM was last fetched for: my own handshake action and the
+    // stream coming back (both fetch it again); a `dm` event alone does not.
+    let fetched_for =
+        StoredValue::new((action.version().get_untracked(), live.dms.get_untracked()));
     // The DM and, while it is ACTIVE, its newest page: one resource, so
     // that the conversation's data is not fetched again each time this
     // page's `Suspend` runs (Leptos walks a `Suspense`'s children more than
     // once on the server).
     let dm = Resource::new(
-        move || (other_id(), action.version().get(), live.get()),
-        move |(id, _, _)| async move {
-            let dm = match id {
-                Some(id) if signed_in(info).await => get_dm(id).await?,
-                Some(_) => return Err(crate::error::AppError::Unauthorized),
-                None => return Err(crate::error::AppError::NotFound),
+        move || {
+            (
+                other_id(),
+                action.version().get(),
+                live.dms.get(),
+                heard.get(),
+            )
+        },
+        move |(id, version, dms, heard)| async move {
+            let Some(id) = id else {
+                return Err(crate::error::AppError::NotFound);
+            };
+            if !signed_in(info).await {
+                return Err(crate::error::AppError::Unauthorized);
+            }
+            let fresh = fetched_for.get_value() == (version, dms);
+            fetched_for.set_value((version, dms));
+            let (dm, last_seq) = match heard {
+                Some((dm, last_seq)) if fresh => (Some(dm), Some(last_seq)),
+                _ => (get_dm(id).await?, None),
             };
             let first = match &dm {
+                // Just accepted, with no message yet: nothing to fetch.
+                Some(dm) if dm.status == DmStatus::Active && last_seq == Some(0) => {
+                    Some(Ok((Vec::new(), 0)))
+                }
                 Some(dm) if dm.status == DmStatus::Active => Some(first_page(dm.id).await),
                 _ => None,
             };
@@ -503,7 +559,9 @@ mod tests {
             read_through: 0,
         };
         let patches = HashMap::from([(Uuid::from_u128(1), patch.clone())]);
-        let [patched] = apply(vec![row(3, 2)], &patches).try_into().unwrap();
+        let [patched] = apply(vec![row(3, 2)], &HashMap::new(), &patches)
+            .try_into()
+            .unwrap();
         assert_eq!(patched.unread_count, 3);
         assert_eq!(patched.last_message.as_deref(), Some("mine, newest"));
         assert_eq!(patched.last_activity_at, "2026-12-02T11:00:05.000Z");
@@ -514,14 +572,48 @@ mod tests {
             ..patch
         };
         let patches = HashMap::from([(Uuid::from_u128(1), read)]);
-        let [patched] = apply(vec![row(3, 2)], &patches).try_into().unwrap();
+        let [patched] = apply(vec![row(3, 2)], &HashMap::new(), &patches)
+            .try_into()
+            .unwrap();
         assert_eq!(patched.unread_count, 0);
 
         // A list fetched later that knows seq 5 shows its own figures.
-        let [fresh] = apply(vec![row(5, 1)], &patches).try_into().unwrap();
+        let [fresh] = apply(vec![row(5, 1)], &HashMap::new(), &patches)
+            .try_into()
+            .unwrap();
         assert_eq!(
             (fresh.unread_count, fresh.last_message.as_deref()),
             (1, Some("older"))
         );
+    }
+
+    #[test]
+    fn a_dm_event_replaces_a_row_in_another_state_and_adds_a_new_one() {
+        let invited = DmSummary {
+            dm: Dm {
+                status: DmStatus::Invited,
+                ..row(0, 0).dm
+            },
+            last_message: None,
+            ..row(0, 0)
+        };
+        let active = row(0, 0);
+        let heard = HashMap::from([(active.dm.id, active.clone())]);
+        let [patched] = apply(vec![invited.clone()], &heard, &HashMap::new())
+            .try_into()
+            .unwrap();
+        assert_eq!(patched.dm.status, DmStatus::Active);
+
+        // A fetched row in the same state keeps its (newer) figures.
+        let [kept] = apply(vec![row(7, 3)], &heard, &HashMap::new())
+            .try_into()
+            .unwrap();
+        assert_eq!((kept.last_seq, kept.unread_count), (7, 3));
+
+        // A DM the list did not have yet (a new invite) is added.
+        let [added] = apply(Vec::new(), &heard, &HashMap::new())
+            .try_into()
+            .unwrap();
+        assert_eq!(added.dm.id, active.dm.id);
     }
 }

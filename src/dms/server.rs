@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::{Dm, DmStatus, DmSummary, UserWithDm};
 use crate::{
     error::AppError,
-    realtime::{DmEvent, Event, server as realtime},
+    realtime::{Event, server as realtime},
     server::state::AppState,
     users::User,
 };
@@ -136,8 +136,12 @@ pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppEr
     let before = dm_state(&mut tx, me, other).await?;
     let dm = invite_in(&mut tx, me, other).await?;
     // Only a change is news; an unchanged DM (see the table) is not.
-    let event = (before.as_ref() != Some(&dm)).then_some(Event::Dm(DmEvent { dm_id: dm.id }));
-    realtime::commit_with_event(tx, &state.hub.wakeups, &recipients, event).await?;
+    let events = if before.as_ref() == Some(&dm) {
+        Vec::new()
+    } else {
+        dm_events(&mut tx, &recipients, dm.id).await?
+    };
+    realtime::commit_with_events(tx, &state.hub.wakeups, &events).await?;
     Ok(dm)
 }
 
@@ -282,9 +286,8 @@ pub async fn answer(
     .bind(status)
     .fetch_one(&mut *tx)
     .await?;
-    let recipients = [me, dm.invited_by_user_id];
-    let event = Event::Dm(DmEvent { dm_id: dm.id });
-    realtime::commit_with_event(tx, &state.hub.wakeups, &recipients, Some(event)).await?;
+    let events = dm_events(&mut tx, &[me, dm.invited_by_user_id], dm.id).await?;
+    realtime::commit_with_events(tx, &state.hub.wakeups, &events).await?;
     Ok(dm)
 }
 
@@ -406,6 +409,16 @@ struct SummaryRow {
 /// # Errors
 /// 500 on a database error.
 pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
+    Ok(summaries(pool, me, None).await?)
+}
+
+/// `me`'s rows of the conversation list ([`list`]), or only DM `only`'s
+/// (none if `me` is not its member or blocked the other member).
+async fn summaries<'c>(
+    db: impl sqlx::Executor<'c, Database = Postgres>,
+    me: Uuid,
+    only: Option<Uuid>,
+) -> Result<Vec<DmSummary>, sqlx::Error> {
     let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
         "SELECT d.id, d.status, d.invited_by_user_id, d.last_seq, {ONLINE}, u.id AS other_id, u.username, u.first_name,
                 u.last_name, u.image_url,
@@ -420,12 +433,13 @@ pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
          FROM dm_members me
          JOIN dms d ON d.id = me.dm_id
          JOIN users u ON u.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
-         WHERE me.user_id = $1
+         WHERE me.user_id = $1 AND ($2::uuid IS NULL OR d.id = $2)
            AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
          ORDER BY last_activity_at DESC"
     ))
     .bind(me)
-    .fetch_all(pool)
+    .bind(only)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
@@ -449,6 +463,23 @@ pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
             online: r.online,
         })
         .collect())
+}
+
+/// The `dm` events of a handshake step of DM `dm_id`: for each of
+/// `recipients`, the DM as their conversation list shows it, read in `tx`
+/// (after the change). A recipient who blocked the other member gets none.
+async fn dm_events(
+    tx: &mut Transaction<'_, Postgres>,
+    recipients: &[Uuid],
+    dm_id: Uuid,
+) -> Result<Vec<(Uuid, Event)>, sqlx::Error> {
+    let mut events = Vec::new();
+    for &recipient in recipients {
+        for row in summaries(&mut **tx, recipient, Some(dm_id)).await? {
+            events.push((recipient, Event::Dm(row)));
+        }
+    }
+    Ok(events)
 }
 
 /// Blocks (`on`) or unblocks `other` for `me`. Idempotent.

@@ -10,15 +10,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::messages::Message;
-
-/// `dm`: the DM's handshake changed (an invite, accept, decline or
-/// re-invite).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DmEvent {
-    /// The DM.
-    pub dm_id: Uuid,
-}
+use crate::{dms::DmSummary, messages::Message};
 
 /// `read`: `user_id` has read DM `dm_id` up to `seq` (a read receipt).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +55,12 @@ pub enum Event {
     /// `messages/list` returns it (the log's writers build it in SQL,
     /// `message_json` in the migrations, and in `messages::server::edit`).
     Message(Message),
-    /// A DM's handshake changed.
-    Dm(DmEvent),
+    /// A DM's handshake changed (an invite, accept, decline or re-invite):
+    /// the DM as the recipient's conversation list shows it (`dm/list`'s
+    /// row: status, `invited_by_user_id`, the other user, last message,
+    /// unread count), so that the sidebar and the chat page's buttons
+    /// update without a request.
+    Dm(DmSummary),
     /// A read receipt.
     Read(ReadEvent),
     /// A typing hint.
@@ -115,6 +111,10 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        dms::{Dm, DmStatus},
+        users::User,
+    };
 
     fn every_variant() -> Vec<Event> {
         let (dm_id, user_id, message_id) =
@@ -131,7 +131,25 @@ mod tests {
                 edited_at: None,
                 deleted: false,
             }),
-            Event::Dm(DmEvent { dm_id }),
+            Event::Dm(DmSummary {
+                dm: Dm {
+                    id: dm_id,
+                    status: DmStatus::Invited,
+                    invited_by_user_id: user_id,
+                },
+                other_user: User {
+                    id: user_id,
+                    username: "ada".into(),
+                    first_name: Some("Ada".into()),
+                    last_name: None,
+                    image_url: None,
+                },
+                last_message: None,
+                last_activity_at: "2026-12-02T10:00:00.000Z".into(),
+                unread_count: 0,
+                last_seq: 0,
+                online: false,
+            }),
             Event::Read(ReadEvent {
                 dm_id,
                 user_id,
@@ -167,11 +185,12 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_or_malformed_data_is_an_error() {
-        let dm = r#"{"dm_id":"00000000-0000-0000-0000-000000000001"}"#;
-        assert!(Event::decode("dm", dm).is_ok());
-        assert!(Event::decode("shout", dm).is_err());
-        assert!(Event::decode("dm", "{}").is_err());
-        assert!(Event::decode("dm", "not json").is_err());
-        assert!(Event::decode("read", dm).is_err());
+        let read = r#"{"dm_id":"00000000-0000-0000-0000-000000000001",
+                       "user_id":"00000000-0000-0000-0000-000000000002","seq":3}"#;
+        assert!(Event::decode("read", read).is_ok());
+        assert!(Event::decode("shout", read).is_err());
+        assert!(Event::decode("read", "{}").is_err());
+        assert!(Event::decode("read", "not json").is_err());
+        assert!(Event::decode("dm", read).is_err());
     }
 }

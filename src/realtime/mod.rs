@@ -1,14 +1,17 @@
 //! Real time: what flows on the event stream ([`event`], both sides), the
 //! server's event log, SSE stream and presence ([`server`], [`presence`]),
 //! and the browser's side ([`Live`]): one `EventSource` per browser, shared
-//! by its tabs. Handshake steps and resyncs bump the signals that lists
-//! refetch on; every event reaches the open conversation and the sidebar,
-//! which patch themselves, through [`Live::on_event`].
+//! by its tabs. A handshake step updates [`Live::dm_rows`]; a resync bumps
+//! the signals that lists refetch on; every event reaches the open
+//! conversation and the sidebar, which patch themselves, through
+//! [`Live::on_event`].
 
 use std::{collections::HashMap, sync::Arc};
 
 use leptos::prelude::*;
 use uuid::Uuid;
+
+use crate::dms::DmSummary;
 
 pub mod event;
 #[cfg(feature = "ssr")]
@@ -16,15 +19,21 @@ pub mod presence;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-pub use event::{DmEvent, Event, PresenceEvent, ReadEvent, ResyncEvent, TypingEvent};
+pub use event::{Event, PresenceEvent, ReadEvent, ResyncEvent, TypingEvent};
 
 type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// Client state of the event stream, provided by [`provide_live`].
 #[derive(Clone, Copy)]
 pub struct Live {
-    /// Changes on every `dm` event (a handshake step on either side).
+    /// Changes when the handshake states shown may be stale: the stream
+    /// was down and came back.
     pub dms: RwSignal<u64>,
+    /// The DMs as the `dm` events since the page loaded told them (each a
+    /// row of my conversation list), by DM id: newer than what the page
+    /// fetched, so the sidebar and the chat page show them without a
+    /// request.
+    pub dm_rows: RwSignal<HashMap<Uuid, DmSummary>>,
     /// Changes when what the page shows must be fetched again: the stream
     /// (re)opened, or the server said `resync`.
     pub resyncs: RwSignal<u64>,
@@ -80,6 +89,7 @@ pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
         reconnecting: RwSignal::new(false),
         me,
         online: RwSignal::new(HashMap::new()),
+        dm_rows: RwSignal::new(HashMap::new()),
         listeners: StoredValue::new(Vec::new()),
         next_listener: StoredValue::new(0),
     };
@@ -155,7 +165,9 @@ mod browser {
 
     fn handle(live: Live, me: Option<uuid::Uuid>, event: Event) {
         match &event {
-            Event::Dm(_) => bump(live.dms),
+            Event::Dm(row) => live.dm_rows.update(|rows| {
+                rows.insert(row.dm.id, row.clone());
+            }),
             Event::Message(message) => {
                 crate::components::notify::message_arrived(message, me);
             }

@@ -99,6 +99,27 @@ pub async fn commit_with_event(
     Ok(())
 }
 
+/// Ends a change whose recipients each get an event of their own (a `dm`
+/// event carries the DM as each member sees it): records them in `tx`,
+/// commits, then wakes the readers. With none it only commits.
+///
+/// # Errors
+/// The database error of an insert or the commit.
+pub async fn commit_with_events(
+    mut tx: Transaction<'_, Postgres>,
+    wakeups: &Wakeups,
+    events: &[(Uuid, LiveEvent)],
+) -> Result<(), sqlx::Error> {
+    for (recipient, event) in events {
+        record(&mut tx, &[*recipient], event).await?;
+    }
+    tx.commit().await?;
+    if !events.is_empty() {
+        wakeups.wake();
+    }
+    Ok(())
+}
+
 /// This process's NOTIFY outbox.
 ///
 /// A writer calls [`Wakeups::wake`] after its commit; [`Wakeups::notify_until_closed`]
