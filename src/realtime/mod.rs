@@ -111,10 +111,12 @@ mod browser {
     //! HTTP/1.1 connections per host. A browser without Web Locks or
     //! `BroadcastChannel` gives every tab a stream of its own.
 
+    use futures::StreamExt;
+    use gloo_net::eventsource::{State, futures::EventSource};
     use leptos::prelude::*;
     use serde::{Deserialize, Serialize};
     use wasm_bindgen::{JsCast, JsValue, closure::Closure};
-    use web_sys::{AbortController, BroadcastChannel, EventSource, MessageEvent as SseMessage};
+    use web_sys::{AbortController, BroadcastChannel};
 
     use super::{Event, Live, PresenceEvent, ResyncEvent};
 
@@ -134,16 +136,11 @@ mod browser {
         Down,
     }
 
-    /// An `EventSource` that closes when dropped.
+    /// The open `EventSource` (gloo-net's, which closes when dropped) and
+    /// the task that handles its events, which stops when this is dropped.
     struct Stream {
-        source: EventSource,
-        _handlers: Vec<Closure<dyn FnMut(DomEvent)>>,
-    }
-
-    impl Drop for Stream {
-        fn drop(&mut self) {
-            self.source.close();
-        }
+        _source: EventSource,
+        _stop: futures::channel::oneshot::Sender<()>,
     }
 
     /// A `BroadcastChannel` that closes when dropped.
@@ -300,60 +297,72 @@ mod browser {
             ),
             None => "/api/events".to_owned(),
         };
-        let source = EventSource::new(&url).ok()?;
-        let mut handlers = Vec::new();
-        for kind in Event::KINDS {
-            let handler = Closure::<dyn FnMut(DomEvent)>::new(move |event: DomEvent| {
-                let Some(event) = event.dyn_ref::<SseMessage>() else {
-                    return;
-                };
-                let id = event.last_event_id();
-                if !id.is_empty() {
-                    last_id.set_value(Some(id.clone()));
-                }
-                let data = event.data().as_string().unwrap_or_default();
-                match Event::decode(kind, &data) {
-                    Ok(event) => {
-                        relay(
-                            slot,
-                            &Relay::Event {
-                                id,
-                                event: event.clone(),
-                            },
-                        );
-                        handle(live, Some(me), event);
-                    }
-                    Err(error) => {
-                        leptos::logging::warn!("an event Knock cannot read: {kind}: {error}")
-                    }
-                }
-            });
-            let _ = source.add_event_listener_with_callback(kind, handler.as_ref().unchecked_ref());
-            handlers.push(handler);
+        let mut source = EventSource::new(&url).ok()?;
+        // One subscription per event kind, and `open` and `error` (whose
+        // DOM events gloo-net hands over as they are). Each DOM event wakes
+        // the task below before the browser dispatches the next one, so
+        // events are handled in the order they arrived.
+        let mut subscriptions = Vec::new();
+        for kind in Event::KINDS.into_iter().chain(["open", "error"]) {
+            subscriptions.push(source.subscribe(kind).ok()?);
         }
-        let opened = Closure::<dyn FnMut(DomEvent)>::new(move |_| {
-            let was_down = slot.was_down.get_value();
-            relay(slot, &Relay::Open { was_down });
-            came_up(slot, was_down);
-        });
-        source.set_onopen(Some(opened.as_ref().unchecked_ref()));
-        handlers.push(opened);
-        let error = Closure::<dyn FnMut(DomEvent)>::new(move |event: DomEvent| {
-            relay(slot, &Relay::Down);
-            went_down(slot);
-            let closed = event
-                .target()
-                .and_then(|target| target.dyn_into::<EventSource>().ok())
-                .is_some_and(|source| source.ready_state() == EventSource::CLOSED);
-            if closed {
-                recover(slot, me);
+        let mut events = futures::stream::select_all(subscriptions);
+        let (stop, mut stopped) = futures::channel::oneshot::channel::<()>();
+        let state = source.clone();
+        leptos::task::spawn_local(async move {
+            loop {
+                let next = match futures::future::select(&mut stopped, events.next()).await {
+                    futures::future::Either::Right((Some(next), _)) => next,
+                    _ => return,
+                };
+                // A closed source also ends each subscription with an
+                // error; its `error` event says what needs saying.
+                let Ok((kind, message)) = next else { continue };
+                match kind.as_str() {
+                    "open" => {
+                        let was_down = slot.was_down.get_value();
+                        relay(slot, &Relay::Open { was_down });
+                        came_up(slot, was_down);
+                    }
+                    "error" => {
+                        relay(slot, &Relay::Down);
+                        went_down(slot);
+                        // The browser gave up (it does for any answer but
+                        // 200); while it is reconnecting, it stays open.
+                        if state.state() == State::Closed {
+                            recover(slot, me);
+                        }
+                    }
+                    kind => {
+                        let id = message.last_event_id();
+                        if !id.is_empty() {
+                            last_id.set_value(Some(id.clone()));
+                        }
+                        let data = message.data().as_string().unwrap_or_default();
+                        match Event::decode(kind, &data) {
+                            Ok(event) => {
+                                relay(
+                                    slot,
+                                    &Relay::Event {
+                                        id,
+                                        event: event.clone(),
+                                    },
+                                );
+                                handle(live, Some(me), event);
+                            }
+                            Err(error) => {
+                                leptos::logging::warn!(
+                                    "an event Knock cannot read: {kind}: {error}"
+                                )
+                            }
+                        }
+                    }
+                }
             }
         });
-        source.set_onerror(Some(error.as_ref().unchecked_ref()));
-        handlers.push(error);
         Some(Stream {
-            source,
-            _handlers: handlers,
+            _source: source,
+            _stop: stop,
         })
     }
 
