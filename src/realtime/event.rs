@@ -75,6 +75,11 @@ impl Event {
     /// Every kind, as [`Event::kind`] names them (the browser listens for
     /// each).
     pub const KINDS: [&'static str; 6] = ["message", "dm", "read", "typing", "presence", "resync"];
+    /// The kind of typing hints, which are not replayed once stale.
+    pub const TYPING: &'static str = Self::KINDS[3];
+    /// The kinds that matter only as they happen (typing, presence): the
+    /// log keeps them a minute.
+    pub const EPHEMERAL: [&'static str; 2] = [Self::KINDS[3], Self::KINDS[4]];
 
     /// The kind: the SSE `event:` field and the log's `kind` column.
     pub fn kind(&self) -> &'static str {
@@ -171,6 +176,18 @@ mod tests {
         for event in events {
             let data = event.data().to_string();
             assert_eq!(Event::decode(event.kind(), &data).unwrap(), event, "{data}");
+        }
+    }
+
+    #[test]
+    fn typing_and_presence_are_the_ephemeral_kinds() {
+        for event in every_variant() {
+            let ephemeral = matches!(event, Event::Typing(_) | Event::Presence(_));
+            assert_eq!(Event::EPHEMERAL.contains(&event.kind()), ephemeral);
+            assert_eq!(
+                event.kind() == Event::TYPING,
+                matches!(event, Event::Typing(_))
+            );
         }
     }
 

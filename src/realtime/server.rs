@@ -597,7 +597,7 @@ pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<P
         "SELECT tx_id::text AS tx, id, kind, payload::text FROM events
          WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-           AND NOT (kind = 'typing' AND created_at < now() - $5 * interval '1 second')
+           AND NOT (kind = $6 AND created_at < now() - $5 * interval '1 second')
          ORDER BY tx_id, id LIMIT $4",
     )
     .bind(user)
@@ -605,6 +605,7 @@ pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<P
     .bind(after.id)
     .bind(PAGE)
     .bind(TYPING_TTL.as_secs_f64())
+    .bind(LiveEvent::TYPING)
     .fetch_all(pool)
     .await?;
     let mut page = Page {
@@ -844,9 +845,10 @@ pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .fetch_optional(&mut *tx)
     .await?;
     let ephemeral = sqlx::query(
-        "DELETE FROM events WHERE kind IN ('typing', 'presence')
+        "DELETE FROM events WHERE kind = ANY($1)
            AND created_at < now() - interval '1 minute'",
     )
+    .bind(LiveEvent::EPHEMERAL)
     .execute(&mut *tx)
     .await?
     .rows_affected();
