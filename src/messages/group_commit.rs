@@ -1,9 +1,9 @@
 //! Group commit for sends: the sends that arrive while earlier ones are
-//! being written share one transaction (the `send_messages` migration), so
-//! they cost one round trip and one commit instead of one each.
-//!
-//! A batch of one is written by `send_message`, a larger one by
-//! `send_messages` in one statement (cheaper to run, dearer to plan).
+//! being written share one transaction, so they cost one round trip and
+//! one commit instead of one each. Every send, alone or in a batch, is
+//! written by the one SQL function `send_messages` (migration
+//! `20261201000001_send_messages`, its events as `20261202000001`
+//! logs them), in one statement.
 //!
 //! A send joins a queue. While fewer than [`MAX_IN_FLIGHT`] batches are
 //! being written, it starts a batch at once (alone, on a quiet server);
@@ -23,7 +23,7 @@ use sqlx::{PgPool, postgres::PgRow};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::server::COLUMNS;
+use super::COLUMNS;
 
 /// The most batches written at once (each holds one pooled connection):
 /// on two cores, more gave no more messages/s and longer tails.
@@ -31,7 +31,8 @@ pub const MAX_IN_FLIGHT: usize = 2;
 /// The most sends in one batch.
 pub const MAX_BATCH: usize = 64;
 
-/// One send: `send_message`'s arguments (the body already checked).
+/// One send: one item of `send_messages`'s arrays (the body already
+/// checked).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     /// The DM.
@@ -121,15 +122,7 @@ impl Sends {
     }
 }
 
-async fn write_batch(pool: &PgPool, mut batch: Vec<Queued>) {
-    // One send alone: `send_message` is cheaper to plan than the batch's
-    // statement.
-    if batch.len() == 1 {
-        let queued = batch.remove(0);
-        let row = write_alone(pool, &queued.send).await;
-        let _ = queued.reply.send(row);
-        return;
-    }
+async fn write_batch(pool: &PgPool, batch: Vec<Queued>) {
     let sends: Vec<&Outgoing> = batch.iter().map(|q| &q.send).collect();
     let rows = sqlx::query(&format!(
         "SELECT ord, outcome, members, {COLUMNS} FROM send_messages($1, $2, $3, $4) ORDER BY ord"
@@ -165,15 +158,15 @@ async fn write_batch(pool: &PgPool, mut batch: Vec<Queued>) {
     }
 }
 
-/// `send` in a transaction of its own (`send_message`).
+/// `send` in a transaction of its own (`send_messages` with one item).
 async fn write_alone(pool: &PgPool, send: &Outgoing) -> Result<PgRow, sqlx::Error> {
     sqlx::query(&format!(
-        "SELECT outcome, members, {COLUMNS} FROM send_message($1, $2, $3, $4)"
+        "SELECT outcome, members, {COLUMNS} FROM send_messages($1, $2, $3, $4)"
     ))
-    .bind(send.dm_id)
-    .bind(send.sender_id)
-    .bind(send.body.as_str())
-    .bind(send.client_id)
+    .bind([send.dm_id])
+    .bind([send.sender_id])
+    .bind([send.body.as_str()])
+    .bind([send.client_id])
     .fetch_one(pool)
     .await
 }

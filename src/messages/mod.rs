@@ -12,6 +12,14 @@ pub mod group_commit;
 #[cfg(feature = "ssr")]
 pub mod server;
 
+/// SQL: the select list of a message's columns as [`Message`] reads them
+/// (timestamps as RFC 3339 text in UTC).
+#[cfg(feature = "ssr")]
+pub const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
+     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
+     to_char(edited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS edited_at,
+     deleted_at IS NOT NULL AS deleted";
+
 /// A message: `{id, dm_id, seq, sender_id, body, client_id, created_at,
 /// edited_at, deleted}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
-use super::{Message, group_commit::Outgoing};
+use super::{COLUMNS, Message, group_commit::Outgoing};
 use crate::{
     dms::DmStatus,
     error::AppError,
@@ -40,13 +40,6 @@ pub fn check_body(body: &str) -> Result<&str, AppError> {
     }
 }
 
-/// The select list of a message's columns as [`Message`] reads them
-/// (timestamps as RFC 3339 text in UTC).
-pub const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
-     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
-     to_char(edited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS edited_at,
-     deleted_at IS NOT NULL AS deleted";
-
 /// `me` sends `body` to DM `dm_id`; `client_id` makes a retry return the
 /// same message.
 ///
@@ -63,9 +56,9 @@ pub async fn send(
     client_id: Uuid,
 ) -> Result<Message, AppError> {
     let body = check_body(body)?;
-    // One statement (the `send_message` migration), in one transaction with
-    // the sends queued beside it: it locks the DM, checks, numbers, stores
-    // and records the events.
+    // One statement (`send_messages`), in one transaction with the sends
+    // queued beside it: it locks the DM, checks, numbers, stores and
+    // records the events.
     let outgoing = Outgoing {
         dm_id,
         sender_id: me,
@@ -91,7 +84,7 @@ pub async fn send(
         )),
         "blocked" => Err(AppError::Forbidden),
         other => {
-            tracing::error!(outcome = other, "send_message: unknown outcome");
+            tracing::error!(outcome = other, "send_messages: unknown outcome");
             Err(AppError::Internal)
         }
     }
