@@ -193,6 +193,14 @@ impl Application {
         // router (a reference count). Serving the `Router` itself rebuilds
         // every route for each connection (`with_state` per connection),
         // tens of KiB per open event stream.
+        // TCP_NODELAY: an event is one small write, and with Nagle's
+        // algorithm it would wait for the client's delayed ACK of the one
+        // before (up to 40 ms on Linux).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(signal)
             .into_future();
