@@ -118,8 +118,17 @@ impl<'de> Deserialize<'de> for AppError {
 impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 
+    /// A request whose arguments do not decode (malformed JSON, a wrong
+    /// type, a missing field) is the client's error: 400.
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        Self::ServerFn(value)
+        match value {
+            ServerFnErrorErr::Deserialization(cause)
+            | ServerFnErrorErr::Args(cause)
+            | ServerFnErrorErr::MissingArg(cause) => {
+                Self::BadRequest(format!("The request is malformed: {cause}"))
+            }
+            other => Self::ServerFn(other),
+        }
     }
 }
 
@@ -144,6 +153,30 @@ impl axum::response::IntoResponse for AppError {
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         (status, axum::Json(self)).into_response()
     }
+}
+
+/// Gives a server function's error response the status of its
+/// [`AppError`]. server_fn answers the errors it makes itself (arguments
+/// that do not decode, for one) with 500; their JSON body says which error
+/// it was. Other responses pass unchanged.
+#[cfg(feature = "ssr")]
+pub async fn error_status(response: axum::response::Response) -> axum::response::Response {
+    use axum::{body::Body, http::StatusCode, response::Response};
+    let from_server_fn = response
+        .headers()
+        .contains_key(leptos::server_fn::error::SERVER_FN_ERROR_HEADER);
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR || !from_server_fn {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // An error body is a few hundred bytes.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
+        parts.status = StatusCode::from_u16(error.status()).unwrap_or(parts.status);
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// In a server function: sets the response status for `error` and returns it.

@@ -248,3 +248,66 @@ async fn an_identicon_is_a_png_made_from_the_id_alone(pool: PgPool) {
     let bad = fetch("/api/avatars/not-a-uuid".into()).await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test]
+async fn malformed_arguments_are_400_with_the_json_error_and_change_nothing(pool: PgPool) {
+    let state = common::state(&pool);
+    let ada = common::person(&pool, "ada").await;
+    let bob = common::person(&pool, "bob").await;
+    let cases = [
+        ("dm/invite", "not json".to_owned()),
+        ("dm/invite", r#"{"other_user_id": 5}"#.to_owned()),
+        ("dm/invite", "{}".to_owned()),
+        ("dm/invite", format!(r#"{{"other_user_id": "{}""#, bob.id)),
+        (
+            "messages/send",
+            r#"{"dm_id": [], "body": {}, "client_id": null}"#.to_owned(),
+        ),
+        (
+            "messages/list",
+            r#"{"dm_id": "x", "limit": -1e400}"#.to_owned(),
+        ),
+    ];
+    for (endpoint, body) in cases {
+        let request = Request::post(format!("/api/{endpoint}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {}", ada.token))
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let reply = common::send(state.clone(), request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{endpoint} {body}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.json()["error"]["code"],
+            "bad_request",
+            "{endpoint} {body}"
+        );
+    }
+    let dms: i64 = sqlx::query_scalar("SELECT count(*) FROM dms")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(dms, 0, "nothing was created");
+}
+
+#[sqlx::test]
+async fn an_unknown_path_under_api_is_a_json_404(pool: PgPool) {
+    for (method, uri) in [
+        ("GET", "/api/nope"),
+        ("POST", "/api/dm/nope"),
+        ("GET", "/api/"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let reply = common::send(common::state(&pool), request).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {uri}");
+        assert_eq!(reply.json()["error"]["code"], "not_found", "{method} {uri}");
+    }
+}

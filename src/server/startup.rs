@@ -226,6 +226,10 @@ impl Application {
     }
 }
 
+async fn api_not_found() -> crate::error::AppError {
+    crate::error::AppError::NotFound
+}
+
 /// The whole HTTP surface with its layers: `/healthz`, the server functions
 /// and pages of the Leptos app, and the static files of `site-root`. Each
 /// page and server-function request gets a fresh [`RequestUser`], so its
@@ -240,6 +244,11 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
         .route("/api/avatars/{user_id}", get(crate::users::server::avatar))
+        // Any other path under /api/ that no server function answers is a
+        // JSON 404, not the app's HTML page.
+        .route("/api", axum::routing::any(api_not_found))
+        .route("/api/", axum::routing::any(api_not_found))
+        .route("/api/{*path}", axum::routing::any(api_not_found))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -250,6 +259,7 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
             AppState,
             _,
         >(|| provide_context(RequestUser::default()), shell))
+        .layer(axum::middleware::map_response(crate::error::error_status))
         // The compressor's response body holds every encoder's state
         // inline for as long as the response lasts: the event stream, which
         // is never compressed, is routed past it.
