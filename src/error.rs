@@ -72,6 +72,25 @@ impl AppError {
     }
 }
 
+/// Refuses text that holds NUL or another C0 control character (U+0000 to
+/// U+001F) other than newline and tab (DESIGN §5): `what` names the field
+/// in the 400's message.
+///
+/// # Errors
+/// 400 naming the first such character.
+pub fn refuse_control_characters(text: &str, what: &str) -> Result<(), AppError> {
+    match text
+        .chars()
+        .find(|c| c.is_ascii_control() && *c != '\n' && *c != '\t' && *c != '\u{7f}')
+    {
+        Some(c) => Err(AppError::BadRequest(format!(
+            "{what} cannot contain the control character U+{:04X}.",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Wire {
     error: WireBody,

@@ -292,6 +292,24 @@ async fn dev_sign_in_refuses_a_username_without_letters_or_digits(pool: PgPool) 
 }
 
 #[sqlx::test]
+async fn dev_sign_in_refuses_a_username_with_a_control_character(pool: PgPool) {
+    for name in ["ada%00", "a%1Bda", "ada%0D%0Abob"] {
+        let request = Request::post("/api/session/dev-sign-in")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("username={name}")))
+            .unwrap();
+        let reply = common::send(common::state(&pool), request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{name}: {}",
+            reply.body
+        );
+    }
+    assert!(users(&pool).await.is_empty());
+}
+
+#[sqlx::test]
 async fn dev_sign_in_is_not_there_in_clerk_mode(pool: PgPool) {
     let request = Request::post("/api/session/dev-sign-in")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")

@@ -628,3 +628,21 @@ async fn a_state_changing_call_from_another_origin_is_403(pool: PgPool) {
         .unwrap();
     assert_eq!(common::send(state, request).await.status, StatusCode::OK);
 }
+
+#[sqlx::test]
+async fn a_people_search_over_100_characters_or_with_a_control_character_is_400(pool: PgPool) {
+    let state = common::state(&pool);
+    let ada = common::person(&pool, "ada").await;
+    let fits = "a".repeat(100);
+    let reply = common::call(&state, Some(&ada), "users/list", json!({ "query": fits })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    for query in ["a".repeat(101), "ad\0a".to_owned(), "\u{1b}".to_owned()] {
+        let reply = common::call(&state, Some(&ada), "users/list", json!({ "query": query })).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query:?}: {}",
+            reply.body
+        );
+    }
+}

@@ -784,3 +784,65 @@ async fn every_refusal_holds_inside_a_batch_and_changes_nothing(pool: PgPool) {
     .unwrap();
     assert_eq!(commits, 1, "one batch");
 }
+
+#[sqlx::test]
+async fn a_body_with_a_control_character_is_400_and_stores_nothing(pool: PgPool) {
+    let (state, ada, _, dm) = active(&pool).await;
+    for body in ["nul \0 here", "escape \u{1b}[31m", "bell \u{7}"] {
+        let reply = send(&state, &ada, &dm, body, Uuid::new_v4()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body:?}: {}",
+            reply.body
+        );
+        assert_eq!(reply.json()["error"]["code"], "bad_request");
+    }
+    assert_eq!(count(&pool).await, 0);
+
+    // Newlines and tabs stay; a form's CRLF line breaks become newlines.
+    let sent = send(&state, &ada, &dm, "one\r\ntwo\tthree\rfour", Uuid::new_v4()).await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    assert_eq!(sent.json()["body"], "one\ntwo\tthree\nfour");
+
+    // An edit is held to the same rule.
+    let edit = call(
+        &state,
+        Some(&ada),
+        "messages/edit",
+        json!({ "message_id": sent.json()["id"], "body": "edited \0" }),
+    )
+    .await;
+    assert_eq!(edit.status, StatusCode::BAD_REQUEST, "{}", edit.body);
+}
+
+#[sqlx::test]
+async fn a_nul_send_among_concurrent_sends_fails_alone(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let sends = (0..12).map(|i| {
+        let (state, who, dm) = (
+            state.clone(),
+            if i % 2 == 0 { ada.clone() } else { bob.clone() },
+            dm.clone(),
+        );
+        tokio::spawn(async move {
+            let body = if i == 5 {
+                "bad \0".to_owned()
+            } else {
+                format!("m{i}")
+            };
+            send(&state, &who, &dm, &body, Uuid::new_v4()).await.status
+        })
+    });
+    let mut statuses = Vec::new();
+    for task in sends {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(statuses[5], StatusCode::BAD_REQUEST);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        11,
+        "{statuses:?}"
+    );
+    assert_eq!(count(&pool).await, 11);
+}

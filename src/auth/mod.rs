@@ -69,6 +69,7 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
     if !state.auth.is_dev() {
         return Err(respond(AppError::NotFound));
     }
+    crate::error::refuse_control_characters(&username, "A username").map_err(respond)?;
     let username = normalise_username(&username);
     if username.is_empty() {
         return Err(respond(AppError::BadRequest(

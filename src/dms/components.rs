@@ -217,6 +217,7 @@ pub fn Sidebar() -> impl IntoView {
                                 type="search"
                                 name="q"
                                 aria-label="Search people"
+                                maxlength="100"
                                 placeholder="Search people"
                                 value=search()
                             />

@@ -117,7 +117,8 @@ pub struct DmSummary {
 /// matching `query` in username or name, each with our DM.
 ///
 /// # Errors
-/// 401 without a session; 500 on a database error.
+/// 400 for a query over 100 characters or with a control character; 401
+/// without a session; 500 on a database error.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/list", input = server_fn::codec::Json)]
 pub async fn list_users(query: Option<String>) -> Result<Vec<UserWithDm>, AppError> {
     let me = crate::auth::server::current_user().await?;

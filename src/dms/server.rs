@@ -312,6 +312,9 @@ const ONLINE: &str = "CASE WHEN d.status = 'ACTIVE' THEN EXISTS (
          SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
          WHERE p.user_id = u.id AND i.seen_at > now() - interval '30 seconds') ELSE false END AS online";
 
+/// The longest people search, in characters (DESIGN §6).
+pub const MAX_QUERY_CHARS: usize = 100;
+
 /// Live users other than `me` and those `me` blocked, matching `query`
 /// (case-insensitive, in username, first or last name), with our DM; at
 /// most 100, by username. An invite from a user `me` blocked stays hidden.
@@ -325,6 +328,12 @@ const ONLINE: &str = "CASE WHEN d.status = 'ACTIVE' THEN EXISTS (
 /// 500 on a database error.
 pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<UserWithDm>, AppError> {
     let query = query.trim();
+    crate::error::refuse_control_characters(query, "A search")?;
+    if query.chars().count() > MAX_QUERY_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "A search can have at most {MAX_QUERY_CHARS} characters."
+        )));
+    }
     // Two statements, not one with `$2 = '' OR …`: planned once for all
     // calls, that one's plan counted on the filter to keep few users and
     // sorted all of them (3.5 ms at 1,000 users, against 0.34 ms for the

@@ -21,22 +21,25 @@ pub const MAX_BYTES: usize = 64 * 1024;
 /// The most messages one `list` returns.
 pub const MAX_PAGE: i64 = 200;
 
-/// Trims `body` and checks its length.
+/// Trims `body`, turns its line breaks into `\n` (a form posts a
+/// textarea's as `\r\n`) and checks it (DESIGN §5).
 ///
 /// # Errors
-/// 413 over [`MAX_BYTES`]; 400 when empty after trimming or over
-/// [`MAX_CHARS`] characters.
-pub fn check_body(body: &str) -> Result<&str, AppError> {
+/// 413 over [`MAX_BYTES`]; 400 when empty after trimming, over
+/// [`MAX_CHARS`] characters, or holding a control character other than
+/// newline and tab.
+pub fn check_body(body: &str) -> Result<String, AppError> {
     if body.len() > MAX_BYTES {
         return Err(AppError::PayloadTooLarge);
     }
-    let trimmed = body.trim();
-    match trimmed.chars().count() {
+    let body = body.trim().replace("\r\n", "\n").replace('\r', "\n");
+    crate::error::refuse_control_characters(&body, "A message")?;
+    match body.chars().count() {
         0 => Err(AppError::BadRequest("A message needs some text.".into())),
         n if n > MAX_CHARS => Err(AppError::BadRequest(format!(
             "A message can have at most {MAX_CHARS} characters; this one has {n}."
         ))),
-        _ => Ok(trimmed),
+        _ => Ok(body),
     }
 }
 
@@ -62,7 +65,7 @@ pub async fn send(
     let outgoing = Outgoing {
         dm_id,
         sender_id: me,
-        body: body.to_owned(),
+        body,
         client_id,
     };
     let row = state.sends.send(&state.pool, outgoing).await?;
@@ -241,7 +244,7 @@ pub async fn edit(
             "Messages can be changed only while the DM is active.".into(),
         ));
     }
-    let sql = match (body, deleted) {
+    let sql = match (body.as_deref(), deleted) {
         (Some(_), true) => {
             return Err(AppError::Conflict(
                 "A deleted message cannot be edited.".into(),
