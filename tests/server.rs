@@ -311,3 +311,31 @@ async fn an_unknown_path_under_api_is_a_json_404(pool: PgPool) {
         assert_eq!(reply.json()["error"]["code"], "not_found", "{method} {uri}");
     }
 }
+
+#[sqlx::test]
+async fn pages_forbid_sniffing_framing_and_cross_site_referrers(pool: PgPool) {
+    for uri in [
+        "/",
+        "/sign-in",
+        "/chat/00000000-0000-0000-0000-000000000001",
+    ] {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        let reply = common::send(common::state(&pool), request).await;
+        let h = |name: header::HeaderName| {
+            reply
+                .headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(h(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{uri}");
+        assert_eq!(
+            h(header::CONTENT_SECURITY_POLICY),
+            "frame-ancestors 'none'",
+            "{uri}"
+        );
+        assert_eq!(h(header::X_FRAME_OPTIONS), "DENY", "{uri}");
+        assert_eq!(h(header::REFERRER_POLICY), "same-origin", "{uri}");
+    }
+}

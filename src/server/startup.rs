@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use axum::{
     Router,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     routing::{get, post},
 };
 use leptos::prelude::provide_context;
@@ -22,6 +22,7 @@ use tower_http::{
         predicate::{NotForContentType, Predicate, SizeAbove},
     },
     limit::RequestBodyLimitLayer,
+    set_header::SetResponseHeaderLayer,
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
@@ -273,6 +274,26 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
+                // Browser-facing hardening (DESIGN §9): no MIME sniffing, no
+                // framing by other sites (clickjacking), no page URL (a
+                // DM's, with the other user's id) in the Referer of links
+                // to other sites.
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("frame-ancestors 'none'"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("DENY"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("same-origin"),
+                ))
                 .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
