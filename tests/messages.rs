@@ -846,3 +846,41 @@ async fn a_nul_send_among_concurrent_sends_fails_alone(pool: PgPool) {
     );
     assert_eq!(count(&pool).await, 11);
 }
+
+#[sqlx::test]
+async fn a_limit_outside_1_to_100_or_a_negative_seq_is_400(pool: PgPool) {
+    let (state, ada, _, dm) = active(&pool).await;
+    send(&state, &ada, &dm, "m1", Uuid::new_v4()).await;
+    let ok = call(
+        &state,
+        Some(&ada),
+        "messages/list",
+        json!({ "dm_id": dm, "limit": 100 }),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    for body in [
+        json!({ "dm_id": dm, "limit": 0 }),
+        json!({ "dm_id": dm, "limit": 101 }),
+        json!({ "dm_id": dm, "limit": -5 }),
+        json!({ "dm_id": dm, "before_seq": -1 }),
+        json!({ "dm_id": dm, "after_seq": -1 }),
+        json!({ "dm_id": dm, "limit": 1e30 }),
+    ] {
+        let reply = call(&state, Some(&ada), "messages/list", body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.body
+        );
+    }
+    let read = call(
+        &state,
+        Some(&ada),
+        "messages/read",
+        json!({ "dm_id": dm, "seq": -1 }),
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::BAD_REQUEST, "{}", read.body);
+}

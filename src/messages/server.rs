@@ -18,8 +18,8 @@ pub const MAX_CHARS: usize = 4000;
 /// Bodies over this many bytes are refused as too large (413) before any
 /// counting; between [`MAX_CHARS`] characters and this, 400.
 pub const MAX_BYTES: usize = 64 * 1024;
-/// The most messages one `list` returns.
-pub const MAX_PAGE: i64 = 200;
+/// The most messages one `list` returns (DESIGN §6: `limit` 1–100).
+pub const MAX_PAGE: i64 = 100;
 
 /// Trims `body`, turns its line breaks into `\n` (a form posts a
 /// textarea's as `\r\n`) and checks it (DESIGN §5).
@@ -98,7 +98,8 @@ pub async fn send(
 /// newest `limit`. `limit` defaults to 50, at most [`MAX_PAGE`].
 ///
 /// # Errors
-/// 404 when the DM does not exist or `me` is not in it.
+/// 400 for a `limit` outside 1–[`MAX_PAGE`] or a negative `seq`; 404 when
+/// the DM does not exist or `me` is not in it.
 pub async fn list(
     pool: &PgPool,
     me: Uuid,
@@ -117,7 +118,15 @@ pub async fn list(
     // `(SELECT $n)` hides the DM's id and the limit from the planner, so
     // each call's plan costs what the shared one does and the shared one
     // is kept.
-    let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let limit = limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AppError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}."
+        )));
+    }
+    if before_seq.or(after_seq).is_some_and(|seq| seq < 0) {
+        return Err(AppError::BadRequest("A seq cannot be negative.".into()));
+    }
     let mut messages: Vec<Message> = match (after_seq, before_seq) {
         (Some(after), _) => {
             sqlx::query_as(&format!(
@@ -176,6 +185,9 @@ pub async fn list(
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it.
 pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), AppError> {
+    if seq < 0 {
+        return Err(AppError::BadRequest("A seq cannot be negative.".into()));
+    }
     let mut tx = state.pool.begin().await?;
     let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
         .bind(dm_id)
