@@ -261,10 +261,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub on `pool` with its background tasks running until the pool
-    /// closes: the reader ([`Hub::read_until_closed`]), the listener
-    /// ([`Hub::listen`]) and the NOTIFY sender
-    /// ([`Wakeups::notify_until_closed`]).
+    /// A hub on `pool` with the reader ([`Hub::read_until_closed`]) and the
+    /// NOTIFY sender ([`Wakeups::notify_until_closed`]) running until the
+    /// pool closes. The server also runs [`Hub::listen`], which holds one
+    /// of the pool's connections for good; without it, the reader looks at
+    /// the log every [`POLL`].
     pub fn start(pool: &PgPool) -> Arc<Self> {
         let wakeups = Arc::new(Wakeups::default());
         let hub = Arc::new(Self {
@@ -276,7 +277,6 @@ impl Hub {
             closing: watch::channel(false).0,
         });
         tokio::spawn(hub.clone().read_until_closed(pool.clone()));
-        tokio::spawn(hub.clone().listen(pool.clone()));
         tokio::spawn(wakeups.notify_until_closed(pool.clone()));
         hub
     }

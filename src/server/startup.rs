@@ -127,6 +127,7 @@ impl Application {
             state.pool.clone(),
             state.webhook_wakeup.clone(),
         ));
+        tokio::spawn(state.hub.clone().listen(state.pool.clone()));
         tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
         tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
         {
