@@ -590,3 +590,51 @@ async fn an_event_stream_ends_when_its_session_token_expires(pool: PgPool) {
     );
     assert!(lasting.is_err(), "a stream with a live token stays open");
 }
+
+#[sqlx::test]
+async fn dev_mode_answers_only_loopback_host_names(pool: PgPool) {
+    let request = |host: &str| {
+        Request::post("/api/session/dev-sign-in")
+            .header(header::HOST, host)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("username=ada"))
+            .unwrap()
+    };
+    // A rebinding site's name that resolves to 127.0.0.1: refused, nobody made.
+    for host in [
+        "evil.example",
+        "evil.example:3000",
+        "127.0.0.1.evil.example:3000",
+    ] {
+        let reply = common::send(common::state(&pool), request(host)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{host}: {}",
+            reply.body
+        );
+    }
+    assert!(users(&pool).await.is_empty());
+    for host in [
+        "127.0.0.1:3000",
+        "localhost:3000",
+        "[::1]:3000",
+        "knock.localhost",
+    ] {
+        let reply = common::send(common::state(&pool), request(host)).await;
+        assert!(
+            reply.status.is_success() || reply.status.is_redirection(),
+            "{host}: {}",
+            reply.status
+        );
+    }
+    // Clerk mode has no such sign-in to protect.
+    let page = Request::get("/")
+        .header(header::HOST, "knock.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        common::send(clerk_state(&pool), page).await.status,
+        StatusCode::OK
+    );
+}

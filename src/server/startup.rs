@@ -272,6 +272,10 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
             auth::server::refresh_expired_session,
         ))
         .layer(axum::middleware::from_fn(auth::server::refuse_cross_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::server::refuse_foreign_host,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
