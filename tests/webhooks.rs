@@ -615,3 +615,49 @@ async fn futures_names(pool: &PgPool, ids: &[&str]) -> Vec<String> {
     }
     names
 }
+
+#[sqlx::test]
+async fn deliveries_signed_with_webhook_id_headers_are_keyed_by_that_id(pool: PgPool) {
+    let state = common::state(&pool);
+    let with_standard_names = |id: &str, body: &[u8]| {
+        let timestamp = now();
+        let signature = svix::webhooks::Webhook::new(WEBHOOK_SECRET)
+            .unwrap()
+            .sign(id, timestamp, body)
+            .unwrap();
+        Request::post("/api/webhooks/clerk")
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(Body::from(body.to_vec()))
+            .unwrap()
+    };
+    let ada = event(
+        "user.created",
+        json!({ "id": "user_ada", "username": "ada" }),
+    );
+    let bob = event(
+        "user.created",
+        json!({ "id": "user_bob", "username": "bob" }),
+    );
+    for (id, body) in [("msg_ada", &ada), ("msg_bob", &bob), ("msg_ada", &ada)] {
+        let reply = common::send(state.clone(), with_standard_names(id, body)).await;
+        assert!(
+            reply.status.is_success(),
+            "{id}: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT svix_id FROM webhook_events ORDER BY svix_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        ids,
+        ["msg_ada", "msg_bob"],
+        "two deliveries, the repeat stored once"
+    );
+}

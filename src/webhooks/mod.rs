@@ -2,10 +2,12 @@
 //! Svix, stored durably, then applied by a background worker.
 //!
 //! The handler answers fast (Svix waits at most 15 s): it verifies the
-//! `svix-id`, `svix-timestamp` and `svix-signature` headers with the `svix`
-//! crate (HMAC-SHA256 of `{id}.{timestamp}.{body}`, timestamps within 5
-//! minutes either way, per Svix's verification guide), checks the body is a
-//! JSON event envelope, stores it in `webhook_events` keyed by `svix-id`, and
+//! `svix-id`, `svix-timestamp` and `svix-signature` headers (or their
+//! Standard Webhooks names `webhook-id`, `webhook-timestamp`,
+//! `webhook-signature`) with the `svix` crate (HMAC-SHA256 of
+//! `{id}.{timestamp}.{body}`, timestamps within 5 minutes either way, per
+//! Svix's verification guide), checks the body is a JSON event envelope,
+//! stores it in `webhook_events` keyed by that id, and
 //! only then answers 2xx. The worker ([`worker`]) applies stored events with
 //! retries; see `README.md` for the operator commands.
 
@@ -106,9 +108,11 @@ pub async fn clerk_webhook(
             "a user event needs data.id",
         );
     }
-    // Verified above, so the header is present and text.
+    // Verified above, so one of the id headers is present and text: Svix's
+    // own, or the Standard Webhooks name that the `svix` crate accepts too.
     let svix_id = headers
         .get("svix-id")
+        .or_else(|| headers.get("webhook-id"))
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
