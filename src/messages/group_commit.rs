@@ -70,7 +70,7 @@ impl std::fmt::Debug for Sends {
 
 impl Sends {
     /// Writes `send` with whatever sends are queued beside it; answers
-    /// with its row of `send_messages` (`outcome`, `members` and the
+    /// with its row of `send_messages` (`outcome` and the
     /// message's columns as [`COLUMNS`] selects them).
     ///
     /// # Errors
@@ -125,7 +125,7 @@ impl Sends {
 async fn write_batch(pool: &PgPool, batch: Vec<Queued>) {
     let sends: Vec<&Outgoing> = batch.iter().map(|q| &q.send).collect();
     let rows = sqlx::query(&format!(
-        "SELECT ord, outcome, members, {COLUMNS} FROM send_messages($1, $2, $3, $4) ORDER BY ord"
+        "SELECT ord, outcome, {COLUMNS} FROM send_messages($1, $2, $3, $4) ORDER BY ord"
     ))
     .bind(sends.iter().map(|s| s.dm_id).collect::<Vec<_>>())
     .bind(sends.iter().map(|s| s.sender_id).collect::<Vec<_>>())
@@ -161,7 +161,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<Queued>) {
 /// `send` in a transaction of its own (`send_messages` with one item).
 async fn write_alone(pool: &PgPool, send: &Outgoing) -> Result<PgRow, sqlx::Error> {
     sqlx::query(&format!(
-        "SELECT outcome, members, {COLUMNS} FROM send_messages($1, $2, $3, $4)"
+        "SELECT outcome, {COLUMNS} FROM send_messages($1, $2, $3, $4)"
     ))
     .bind([send.dm_id])
     .bind([send.sender_id])
