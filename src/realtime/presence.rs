@@ -100,7 +100,7 @@ pub struct Presence {
 
 impl Presence {
     /// No streams yet, under a new instance id; presence changes wake
-    /// their recipients through `wakeups`.
+    /// every instance's reader through `wakeups`.
     pub fn new(wakeups: Arc<Wakeups>) -> Self {
         Self {
             instance: Uuid::new_v4(),

@@ -79,7 +79,7 @@ pub async fn record(
 }
 
 /// Ends a change: records the event (when there is one) in `tx`, commits,
-/// then wakes the recipients ([`Wakeups::wake`]). With `None` it only
+/// then wakes every instance's reader ([`Wakeups::wake`]). With `None` it only
 /// commits.
 ///
 /// # Errors
@@ -100,8 +100,9 @@ pub async fn commit_with_event(
 }
 
 /// Ends a change whose recipients each get an event of their own (a `dm`
-/// event carries the DM as each member sees it): records them in `tx`,
-/// commits, then wakes the readers. With none it only commits.
+/// event carries the DM as each member sees it): records them in `tx`
+/// (one statement, in the order given), commits, then wakes the readers.
+/// With none it only commits.
 ///
 /// # Errors
 /// The database error of an insert or the commit.
@@ -110,8 +111,19 @@ pub async fn commit_with_events(
     wakeups: &Wakeups,
     events: &[(Uuid, LiveEvent)],
 ) -> Result<(), sqlx::Error> {
-    for (recipient, event) in events {
-        record(&mut tx, &[*recipient], event).await?;
+    if !events.is_empty() {
+        let recipients: Vec<Uuid> = events.iter().map(|(user, _)| *user).collect();
+        let kinds: Vec<&str> = events.iter().map(|(_, event)| event.kind()).collect();
+        let payloads: Vec<serde_json::Value> = events.iter().map(|(_, e)| e.data()).collect();
+        sqlx::query(
+            "INSERT INTO events (user_id, kind, payload)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
+        )
+        .bind(recipients)
+        .bind(kinds)
+        .bind(payloads)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     if !events.is_empty() {
