@@ -71,15 +71,21 @@ fn event(kind: &str, data: Value) -> Vec<u8> {
 
 /// Signs `body` as Svix does, with `secret`, at `timestamp` (seconds).
 fn signed(svix_id: &str, timestamp: i64, body: &[u8], secret: &str) -> Request<Body> {
+    signed_as("svix", svix_id, timestamp, body, secret)
+}
+
+/// [`signed`], with the headers named `{prefix}-id`, `{prefix}-timestamp`
+/// and `{prefix}-signature` (`svix`, or Standard Webhooks' `webhook`).
+fn signed_as(prefix: &str, id: &str, timestamp: i64, body: &[u8], secret: &str) -> Request<Body> {
     let signature = svix::webhooks::Webhook::new(secret)
         .unwrap()
-        .sign(svix_id, timestamp, body)
+        .sign(id, timestamp, body)
         .unwrap();
     Request::post("/api/webhooks/clerk")
         .header("content-type", "application/json")
-        .header("svix-id", svix_id)
-        .header("svix-timestamp", timestamp.to_string())
-        .header("svix-signature", signature)
+        .header(format!("{prefix}-id"), id)
+        .header(format!("{prefix}-timestamp"), timestamp.to_string())
+        .header(format!("{prefix}-signature"), signature)
         .body(Body::from(body.to_vec()))
         .unwrap()
 }
@@ -619,20 +625,6 @@ async fn futures_names(pool: &PgPool, ids: &[&str]) -> Vec<String> {
 #[sqlx::test]
 async fn deliveries_signed_with_webhook_id_headers_are_keyed_by_that_id(pool: PgPool) {
     let state = common::state(&pool);
-    let with_standard_names = |id: &str, body: &[u8]| {
-        let timestamp = now();
-        let signature = svix::webhooks::Webhook::new(WEBHOOK_SECRET)
-            .unwrap()
-            .sign(id, timestamp, body)
-            .unwrap();
-        Request::post("/api/webhooks/clerk")
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(Body::from(body.to_vec()))
-            .unwrap()
-    };
     let ada = event(
         "user.created",
         json!({ "id": "user_ada", "username": "ada" }),
@@ -642,7 +634,11 @@ async fn deliveries_signed_with_webhook_id_headers_are_keyed_by_that_id(pool: Pg
         json!({ "id": "user_bob", "username": "bob" }),
     );
     for (id, body) in [("msg_ada", &ada), ("msg_bob", &bob), ("msg_ada", &ada)] {
-        let reply = common::send(state.clone(), with_standard_names(id, body)).await;
+        let reply = common::send(
+            state.clone(),
+            signed_as("webhook", id, now(), body, WEBHOOK_SECRET),
+        )
+        .await;
         assert!(
             reply.status.is_success(),
             "{id}: {} {}",
