@@ -34,6 +34,9 @@ pub enum AppError {
     /// 429: too many requests.
     #[error("too many requests; try again later")]
     TooManyRequests,
+    /// 503: the server is too busy for this now; the client may retry.
+    #[error("the server is busy; try again in a moment")]
+    Unavailable,
     /// 500: something failed on the server; the cause is in its log.
     #[error("something went wrong on our side")]
     Internal,
@@ -53,6 +56,7 @@ impl AppError {
             Self::Conflict(_) => 409,
             Self::PayloadTooLarge => 413,
             Self::TooManyRequests => 429,
+            Self::Unavailable => 503,
             Self::Internal | Self::ServerFn(_) => 500,
         }
     }
@@ -67,6 +71,7 @@ impl AppError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "too_large",
             Self::TooManyRequests => "too_many_requests",
+            Self::Unavailable => "unavailable",
             Self::Internal | Self::ServerFn(_) => "internal",
         }
     }

@@ -32,6 +32,10 @@ async fn a_short_run_loses_doubles_and_reorders_nothing(
                 options.to_url_lossy().to_string(),
             ))
             .merge(Serialized::default("knock.data_dir", dir.path()))
+            // Many users' worth of traffic from a few.
+            .merge(Serialized::default("knock.messages_per_second", 1_000_000))
+            .merge(Serialized::default("knock.message_burst", 1_000_000))
+            .merge(Serialized::default("knock.max_streams_per_user", 1_000_000))
             .merge(Serialized::default(
                 "knock.clerk.webhook_signing_secret",
                 SECRET,

@@ -8,7 +8,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{Person, call, person};
 use knock::{
-    messages::group_commit::{MAX_IN_FLIGHT, Outgoing},
+    messages::group_commit::{MAX_IN_FLIGHT, Outgoing, SendError},
     server::state::AppState,
 };
 use serde_json::{Value, json};
@@ -665,7 +665,9 @@ async fn a_send_that_fails_in_a_batch_fails_alone(pool: PgPool) {
         let reply = task.await.unwrap();
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
-    let error = bad.await.unwrap().expect_err("an empty body is refused");
+    let Err(SendError::Database(error)) = bad.await.unwrap() else {
+        panic!("an empty body is refused by the database");
+    };
     assert_eq!(
         error.as_database_error().and_then(|e| e.constraint()),
         Some("messages_body_length")
@@ -883,4 +885,95 @@ async fn a_limit_outside_1_to_100_or_a_negative_seq_is_400(pool: PgPool) {
     )
     .await;
     assert_eq!(read.status, StatusCode::BAD_REQUEST, "{}", read.body);
+}
+
+#[sqlx::test]
+async fn sends_past_the_burst_are_429_and_change_nothing(pool: PgPool) {
+    let (mut state, ada, bob, dm) = active(&pool).await;
+    state.send_limiter = std::sync::Arc::new(knock::messages::server::send_limiter(1, 3));
+    for n in 0..3 {
+        let reply = send(&state, &ada, &dm, &format!("hi {n}"), Uuid::new_v4()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let reply = send(&state, &ada, &dm, "one too many", Uuid::new_v4()).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.json()["error"]["code"], "too_many_requests");
+    // Edits and deletes count too.
+    let first: Uuid = sqlx::query_scalar("SELECT id FROM messages WHERE seq = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let edit = call(
+        &state,
+        Some(&ada),
+        "messages/edit",
+        json!({ "message_id": first, "body": "changed" }),
+    )
+    .await;
+    assert_eq!(edit.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(count(&pool).await, 3);
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM messages ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(bodies, ["hi 0", "hi 1", "hi 2"]);
+    // The limit is per user: Bob still sends.
+    let reply = send(&state, &bob, &dm, "my turn", Uuid::new_v4()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[sqlx::test]
+async fn a_send_whose_request_went_away_while_queued_is_not_written(pool: PgPool) {
+    let pool = roomy(pool).await;
+    let (state, ada, bob, dm) = active(&pool).await;
+    let (held, writers) = busy_writers(&state, &pool, &ada, &dm).await;
+    let gone = {
+        let (state, bob, dm) = (state.clone(), bob.clone(), dm.clone());
+        tokio::spawn(async move { send(&state, &bob, &dm, "never mind", Uuid::new_v4()).await })
+    };
+    until_queued(&state, 1).await;
+    // The client gives up (or the request times out): its future is dropped.
+    gone.abort();
+    let _ = gone.await;
+    let (state2, bob2, dm2) = (state.clone(), bob.clone(), dm.clone());
+    let kept =
+        tokio::spawn(async move { send(&state2, &bob2, &dm2, "still here", Uuid::new_v4()).await });
+    until_queued(&state, 2).await;
+    held.commit().await.unwrap();
+    for task in writers.into_iter().chain([kept]) {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM messages ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(!bodies.iter().any(|b| b == "never mind"), "{bodies:?}");
+    assert_eq!(bodies.len(), MAX_IN_FLIGHT + 1, "{bodies:?}");
+}
+
+#[sqlx::test]
+async fn a_full_send_queue_answers_503_at_once_and_keeps_what_it_holds(pool: PgPool) {
+    use knock::messages::group_commit::MAX_QUEUED;
+    let pool = roomy(pool).await;
+    let (mut state, ada, bob, dm) = active(&pool).await;
+    state.send_limiter =
+        std::sync::Arc::new(knock::messages::server::send_limiter(100_000, 100_000));
+    let (held, writers) = busy_writers(&state, &pool, &ada, &dm).await;
+    let mut queued = Vec::new();
+    for n in 0..MAX_QUEUED {
+        let (state, who, dm) = (state.clone(), bob.clone(), dm.clone());
+        queued.push(tokio::spawn(async move {
+            send(&state, &who, &dm, &format!("queued {n}"), Uuid::new_v4()).await
+        }));
+    }
+    until_queued(&state, MAX_QUEUED).await;
+    let reply = send(&state, &ada, &dm, "no room", Uuid::new_v4()).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"]["code"], "unavailable");
+    held.commit().await.unwrap();
+    for task in writers.into_iter().chain(queued) {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(count(&pool).await, (MAX_IN_FLIGHT + MAX_QUEUED) as i64);
 }

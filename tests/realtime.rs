@@ -1086,3 +1086,53 @@ async fn a_stream_behind_its_channel_catches_up_from_the_log_or_resyncs(
         "live again, nothing old"
     );
 }
+
+#[sqlx::test]
+async fn opening_and_closing_streams_in_a_loop_gets_429_and_moves_presence_once(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_ada, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    call(
+        &one.base,
+        &bob_token,
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    let (mut adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
+    let limit = knock::realtime::server::MAX_STREAMS_PER_USER as usize;
+    let mut statuses = Vec::new();
+    for _ in 0..limit + 5 {
+        let response = reqwest::Client::new()
+            .get(format!("{}/api/events", one.base))
+            .bearer_auth(&bob_token)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        // Closed at once.
+        drop(response);
+    }
+    assert_eq!(statuses[..limit], vec![200; limit][..]);
+    assert_eq!(statuses[limit..], [429; 5]);
+    // Ada sees Bob come online once, and nothing more while he flaps.
+    let mut presence = Vec::new();
+    while let Ok(Some((_, kind, data))) =
+        tokio::time::timeout(Duration::from_secs(3), adas.recv()).await
+    {
+        if kind == "presence" {
+            presence.push(data["online"].clone());
+        }
+    }
+    assert_eq!(presence, [json!(true)]);
+}

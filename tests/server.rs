@@ -339,3 +339,145 @@ async fn pages_forbid_sniffing_framing_and_cross_site_referrers(pool: PgPool) {
         assert_eq!(h(header::REFERRER_POLICY), "same-origin", "{uri}");
     }
 }
+
+/// A real server on `options`' database with the given connection limits,
+/// its address, and the sender that stops it.
+async fn serving(
+    options: &PgConnectOptions,
+    data_dir: &std::path::Path,
+    header_read_timeout_secs: u64,
+    max_connections: usize,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use figment::providers::Serialized;
+    use knock::server::{config::Settings, startup::Application};
+    let settings = Settings::from_figment(
+        Settings::defaults()
+            .merge(Serialized::default(
+                "knock.database_url",
+                options.to_url_lossy().to_string(),
+            ))
+            .merge(Serialized::default("knock.data_dir", data_dir))
+            .merge(Serialized::default(
+                "knock.header_read_timeout_secs",
+                header_read_timeout_secs,
+            ))
+            .merge(Serialized::default(
+                "knock.max_connections",
+                max_connections,
+            ))
+            .merge(Serialized::default("leptos.site-addr", "127.0.0.1:0")),
+    )
+    .unwrap();
+    let app = Application::build(settings).await.expect("start");
+    let addr = app.local_addr().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// `GET /healthz` on a fresh connection: the status line.
+async fn healthz_over_tcp(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tcp.read_to_end(&mut reply).await.unwrap();
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads until the server closes `tcp` (end of stream or reset), discarding
+/// whatever it sent.
+async fn until_closed(tcp: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = tcp.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+#[sqlx::test]
+async fn request_heads_that_never_finish_are_closed_while_healthz_answers(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _stop) = serving(&options, dir.path(), 2, 1000).await;
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        slow.push(tcp);
+    }
+    // A slowloris trickles a header line now and then to look alive.
+    for tcp in &mut slow {
+        let _ = tcp.write_all(b"X-Slow: 1\r\n").await;
+    }
+    assert_eq!(healthz_over_tcp(&addr).await, "HTTP/1.1 200 OK");
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(45), async {
+        for tcp in &mut slow {
+            until_closed(tcp).await;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "some never-ending request heads stayed open"
+    );
+    assert_eq!(healthz_over_tcp(&addr).await, "HTTP/1.1 200 OK");
+}
+
+#[sqlx::test]
+async fn an_idle_keep_alive_connection_is_closed(_: PgPoolOptions, options: PgConnectOptions) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _stop) = serving(&options, dir.path(), 1, 1000).await;
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    // The response keeps the connection open; with no next request the
+    // server closes it.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), until_closed(&mut tcp));
+    assert!(closed.await.is_ok(), "the idle connection stayed open");
+}
+
+#[sqlx::test]
+async fn past_the_connection_bound_a_new_connection_waits_for_one_to_close(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _stop) = serving(&options, dir.path(), 2, 1).await;
+    // A plain socket, read without tokio: its state is the kernel's, not
+    // what a task has been scheduled to notice.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_nonblocking(true).unwrap();
+    // Give the server time to take the idle connection's only slot.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(healthz_over_tcp(&addr).await, "HTTP/1.1 200 OK");
+    let closed = match std::io::Read::read(&mut idle, &mut [0u8; 16]) {
+        Ok(0) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        Ok(_) => panic!("the idle connection got bytes it did not ask for"),
+    };
+    assert!(
+        closed,
+        "the second connection was served while the first held the only slot"
+    );
+}

@@ -104,6 +104,10 @@ impl Server {
             .env("KNOCK_DATA_DIR", &data_dir)
             .env("CLERK_WEBHOOK_SIGNING_SECRET", secret)
             .env("KNOCK_INVITES_PER_MINUTE", "100000")
+            // The benchmark is many users' worth of traffic from a few.
+            .env("KNOCK_MESSAGES_PER_SECOND", "1000000")
+            .env("KNOCK_MESSAGE_BURST", "1000000")
+            .env("KNOCK_MAX_STREAMS_PER_USER", "1000000")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

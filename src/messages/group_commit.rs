@@ -13,6 +13,11 @@
 //! batch fails as a whole (one send's unexpected error aborts the
 //! transaction), each of its sends is tried again alone, and each gets its
 //! own answer.
+//!
+//! The queue holds at most [`MAX_QUEUED`] sends; past it a send is refused
+//! at once ([`SendError::QueueFull`]). A send whose request went away while
+//! it waited (the client gave up, or the request timed out) is dropped from
+//! the queue, not written later.
 
 use std::{
     collections::VecDeque,
@@ -30,6 +35,31 @@ use super::COLUMNS;
 pub const MAX_IN_FLIGHT: usize = 2;
 /// The most sends in one batch.
 pub const MAX_BATCH: usize = 64;
+/// The most sends waiting for a batch; more are refused.
+pub const MAX_QUEUED: usize = 1024;
+
+/// Why a send got no row.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// [`MAX_QUEUED`] sends already wait.
+    #[error("the send queue is full")]
+    QueueFull,
+    /// The database failed this send.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<SendError> for crate::error::AppError {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::QueueFull => {
+                tracing::warn!(max = MAX_QUEUED, "send queue full; refusing a send");
+                Self::Unavailable
+            }
+            SendError::Database(error) => error.into(),
+        }
+    }
+}
 
 /// One send: one item of `send_messages`'s arrays (the body already
 /// checked).
@@ -74,15 +104,15 @@ impl Sends {
     /// message's columns as [`COLUMNS`] selects them).
     ///
     /// # Errors
-    /// The database error of this send alone (after its batch failed).
-    pub async fn send(
-        self: &Arc<Self>,
-        pool: &PgPool,
-        send: Outgoing,
-    ) -> Result<PgRow, sqlx::Error> {
+    /// [`SendError::QueueFull`] past [`MAX_QUEUED`]; the database error of
+    /// this send alone (after its batch failed).
+    pub async fn send(self: &Arc<Self>, pool: &PgPool, send: Outgoing) -> Result<PgRow, SendError> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.waiting.len() >= MAX_QUEUED {
+                return Err(SendError::QueueFull);
+            }
             queue.waiting.push_back(Queued { send, reply });
             let start = queue.in_flight < MAX_IN_FLIGHT;
             if start {
@@ -93,7 +123,7 @@ impl Sends {
         if start {
             tokio::spawn(self.clone().write(pool.clone()));
         }
-        answer.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
+        Ok(answer.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))?)
     }
 
     /// How many sends wait for a batch to take them.
@@ -114,10 +144,14 @@ impl Sends {
                     queue.in_flight -= 1;
                     return;
                 }
+                // Sends whose request went away are not written.
+                queue.waiting.retain(|queued| !queued.reply.is_closed());
                 let n = queue.waiting.len().min(MAX_BATCH);
                 queue.waiting.drain(..n).collect()
             };
-            write_batch(&pool, batch).await;
+            if !batch.is_empty() {
+                write_batch(&pool, batch).await;
+            }
         }
     }
 }

@@ -49,7 +49,8 @@ pub fn check_body(body: &str) -> Result<String, AppError> {
 /// # Errors
 /// 400/413 for the body (see [`check_body`]); 404 when the DM does not
 /// exist or `me` is not in it; 409 when the DM is not ACTIVE; 403 when the
-/// other member blocked `me`.
+/// other member blocked `me`; 429 past [`SendLimiter`]'s rate; 503 when the
+/// send queue is full ([`crate::messages::group_commit::MAX_QUEUED`]).
 #[tracing::instrument(skip_all, fields(%me, %dm_id))]
 pub async fn send(
     state: &AppState,
@@ -59,6 +60,7 @@ pub async fn send(
     client_id: Uuid,
 ) -> Result<Message, AppError> {
     let body = check_body(body)?;
+    check_rate(state, me)?;
     // One statement (`send_messages`), in one transaction with the sends
     // queued beside it: it locks the DM, checks, numbers, stores and
     // records the events.
@@ -225,7 +227,7 @@ pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(
 /// # Errors
 /// 400/413 for the body (see [`check_body`]); 404 when the message is not
 /// in a DM of `me`; 403 when it is someone else's; 409 when it was deleted
-/// (edit) or the DM is not ACTIVE.
+/// (edit) or the DM is not ACTIVE; 429 past [`SendLimiter`]'s rate.
 #[tracing::instrument(skip_all, fields(%me, %message_id))]
 pub async fn edit(
     state: &AppState,
@@ -234,6 +236,7 @@ pub async fn edit(
     body: Option<&str>,
 ) -> Result<Message, AppError> {
     let body = body.map(check_body).transpose()?;
+    check_rate(state, me)?;
     let mut tx = state.pool.begin().await?;
     let found: Option<(Uuid, Uuid, DmStatus, bool)> = sqlx::query_as(
         "SELECT m.dm_id, m.sender_id, d.status, m.deleted_at IS NOT NULL FROM messages m
@@ -302,6 +305,34 @@ pub async fn seen(pool: &PgPool, me: Uuid, dm_id: Uuid) -> Result<i64, AppError>
         Some((DmStatus::Active, _, seq)) => Ok(seq),
         Some(_) => Ok(0),
     }
+}
+
+/// Messages one user may send, edit or delete per second by default
+/// (`KNOCK_MESSAGES_PER_SECOND`), sustained.
+pub const MESSAGES_PER_SECOND: u32 = 10;
+/// How many messages beyond the sustained rate one user may send at once
+/// by default (`KNOCK_MESSAGE_BURST`).
+pub const MESSAGE_BURST: u32 = 50;
+
+/// The per-user limiter of sends, edits and deletes (GCRA, the `governor`
+/// crate), per server instance.
+pub type SendLimiter = governor::DefaultKeyedRateLimiter<Uuid>;
+
+/// A [`SendLimiter`] allowing `per_second` sustained and `burst` at once
+/// (each at least 1).
+pub fn send_limiter(per_second: u32, burst: u32) -> SendLimiter {
+    let nonzero = |n| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::keyed(
+        governor::Quota::per_second(nonzero(per_second)).allow_burst(nonzero(burst)),
+    )
+}
+
+/// 429 when `me` is past [`SendLimiter`]'s rate.
+fn check_rate(state: &AppState, me: Uuid) -> Result<(), AppError> {
+    state
+        .send_limiter
+        .check_key(&me)
+        .map_err(|_| AppError::TooManyRequests)
 }
 
 /// At most one `typing` event per user per DM in this period (per

@@ -109,6 +109,13 @@ impl Presence {
         }
     }
 
+    /// `user`'s streams on this instance: those open, and those closed less
+    /// than [`OFFLINE_GRACE`] ago.
+    pub fn streams_of(&self, user: Uuid) -> u32 {
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local.get(&user).copied().unwrap_or(0)
+    }
+
     /// A stream of `user` opened here; the returned guard closes it when
     /// dropped.
     ///

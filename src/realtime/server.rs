@@ -655,6 +655,10 @@ async fn needs_resync(pool: &PgPool, user: Uuid, cursor: &Cursor) -> Result<bool
     .await
 }
 
+/// Event streams one user may hold open on one instance by default
+/// (`KNOCK_MAX_STREAMS_PER_USER`). The tabs of one browser share one.
+pub const MAX_STREAMS_PER_USER: u32 = 50;
+
 /// The query of `GET /api/events`.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct EventsQuery {
@@ -777,14 +781,23 @@ async fn next_event(
 /// browser reconnects with the fresh token ClerkJS keeps and resumes where
 /// it was.
 ///
+/// A user holds at most [`AppState::max_streams_per_user`] streams on one
+/// instance; a stream closed less than presence's offline grace ago still
+/// counts, so opening and closing streams in a loop soon gets 429 and moves
+/// nobody's presence.
+///
 /// # Errors
-/// 401 without a session; 500 on a database error.
+/// 401 without a session; 429 past the streams per user; 500 on a
+/// database error.
 pub async fn events(
     State(state): State<AppState>,
     CurrentUser(me): CurrentUser,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    if state.hub.presence.streams_of(me.id) >= state.max_streams_per_user {
+        return Err(AppError::TooManyRequests);
+    }
     let expires = crate::auth::server::session_expiry(&state, &headers).await;
     let resume = headers
         .get("last-event-id")

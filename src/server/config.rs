@@ -68,10 +68,32 @@ pub struct KnockSettings {
     /// long open requests may run on before the server stops, in seconds.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// `KNOCK_HEADER_READ_TIMEOUT_SECS` (default 15): a request head must
+    /// arrive in full within this many seconds of the connection opening or
+    /// of the previous response; idle keep-alive connections close after it.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// `KNOCK_MAX_CONNECTIONS` (default 20,000): connections open at once
+    /// (each event stream holds one); more wait until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// `KNOCK_INVITES_PER_MINUTE` (default 20): invites one user may send
     /// per minute; more get 429.
     #[serde(default = "default_invites_per_minute")]
     pub invites_per_minute: u32,
+    /// `KNOCK_MESSAGES_PER_SECOND` (default 10): messages one user may send,
+    /// edit or delete per second, sustained; more get 429.
+    #[serde(default = "default_messages_per_second")]
+    pub messages_per_second: u32,
+    /// `KNOCK_MESSAGE_BURST` (default 50): messages one user may send at
+    /// once beyond the sustained rate.
+    #[serde(default = "default_message_burst")]
+    pub message_burst: u32,
+    /// `KNOCK_MAX_STREAMS_PER_USER` (default 50): event streams one user may
+    /// hold open on one instance (a closed one counts for presence's
+    /// offline grace); more get 429.
+    #[serde(default = "default_max_streams_per_user")]
+    pub max_streams_per_user: u32,
     /// `KNOCK_ALLOW_DEV_AUTH`: `1` (or `true`) lets dev mode listen on a
     /// non-loopback address (anyone who reaches it can sign in as anyone).
     #[serde(default)]
@@ -156,6 +178,21 @@ fn default_body_limit_bytes() -> usize {
 fn default_invites_per_minute() -> u32 {
     crate::dms::server::INVITES_PER_MINUTE
 }
+fn default_header_read_timeout_secs() -> u64 {
+    15
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_messages_per_second() -> u32 {
+    crate::messages::server::MESSAGES_PER_SECOND
+}
+fn default_message_burst() -> u32 {
+    crate::messages::server::MESSAGE_BURST
+}
+fn default_max_streams_per_user() -> u32 {
+    crate::realtime::server::MAX_STREAMS_PER_USER
+}
 fn default_shutdown_grace_secs() -> u64 {
     10
 }
@@ -168,7 +205,12 @@ const KNOCK_ENV: &[(&str, &str)] = &[
     ("KNOCK_BODY_LIMIT_BYTES", "body_limit_bytes"),
     ("KNOCK_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("KNOCK_ALLOW_DEV_AUTH", "allow_dev_auth"),
+    ("KNOCK_HEADER_READ_TIMEOUT_SECS", "header_read_timeout_secs"),
+    ("KNOCK_MAX_CONNECTIONS", "max_connections"),
     ("KNOCK_INVITES_PER_MINUTE", "invites_per_minute"),
+    ("KNOCK_MESSAGES_PER_SECOND", "messages_per_second"),
+    ("KNOCK_MESSAGE_BURST", "message_burst"),
+    ("KNOCK_MAX_STREAMS_PER_USER", "max_streams_per_user"),
     ("CLERK_PUBLISHABLE_KEY", "clerk.publishable_key"),
     ("CLERK_SECRET_KEY", "clerk.secret_key"),
     ("CLERK_JWT_KEY", "clerk.jwt_key"),
@@ -245,6 +287,7 @@ impl Settings {
             .extract_lossy()
             .map_err(|e| ConfigError::Invalid(describe(e)))?;
         knock.check_auth(leptos.site_addr)?;
+        knock.check_limits()?;
         if let Some(url) = &knock.database_url {
             let url = url.expose_secret();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -295,6 +338,33 @@ impl KnockSettings {
     /// [`Self::request_timeout_secs`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Limits that would stop the server from serving anyone: a zero
+    /// header timeout or connection bound.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn check_limits(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "KNOCK_HEADER_READ_TIMEOUT_SECS: must be at least 1".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "KNOCK_MAX_CONNECTIONS: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Self::header_read_timeout_secs`] and [`Self::max_connections`].
+    pub fn connection_limits(&self) -> crate::server::serve::ConnectionLimits {
+        crate::server::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            max_connections: self.max_connections,
+        }
     }
 
     /// [`Self::shutdown_grace_secs`] as a duration.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod database;
 pub mod embedded_postgres;
 pub mod health;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -70,6 +70,7 @@ pub struct Application {
     router: Router,
     database: Database,
     grace: Duration,
+    limits: super::serve::ConnectionLimits,
     hub: Arc<crate::realtime::server::Hub>,
 }
 
@@ -120,6 +121,11 @@ impl Application {
             hub: crate::realtime::server::Hub::start(&database.pool),
             sends: Default::default(),
             invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
+            send_limiter: Arc::new(crate::messages::server::send_limiter(
+                knock.messages_per_second,
+                knock.message_burst,
+            )),
+            max_streams_per_user: knock.max_streams_per_user,
             typing_limiter: Arc::new(crate::messages::server::typing_limiter()),
             clerk_publishable_key: knock.clerk.publishable_key.clone(),
         };
@@ -131,12 +137,14 @@ impl Application {
         tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
         tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
         {
-            let hub = state.hub.clone();
+            // Per-user state of users gone quiet is dropped every minute.
+            let state = state.clone();
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(Duration::from_secs(60));
                 loop {
                     ticks.tick().await;
-                    hub.forget_idle();
+                    state.hub.forget_idle();
+                    state.forget_idle_limits();
                 }
             });
         }
@@ -146,6 +154,7 @@ impl Application {
             router: router(state, &settings.knock),
             database,
             grace: settings.knock.shutdown_grace(),
+            limits: settings.knock.connection_limits(),
         })
     }
 
@@ -166,57 +175,24 @@ impl Application {
     /// embedded cluster.
     ///
     /// # Errors
-    /// The listener's I/O error, if serving fails.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    /// The listener's I/O error, if its address cannot be read.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let Self {
             listener,
             router,
             database,
             grace,
             hub,
+            limits,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
-        let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
-        let signal = {
-            let stopping = stopping.clone();
-            let hub = hub.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: draining open requests");
-                // Event streams never finish by themselves.
-                hub.close_streams();
-                stopping.notify_one();
-            }
+        let shutdown = async {
+            shutdown.await;
+            tracing::info!("shutting down: draining open requests");
+            // Event streams never finish by themselves.
+            hub.close_streams();
         };
-        // `into_make_service`: each connection gets a clone of the built
-        // router (a reference count). Serving the `Router` itself rebuilds
-        // every route for each connection (`with_state` per connection),
-        // tens of KiB per open event stream.
-        // TCP_NODELAY: an event is one small write, and with Nagle's
-        // algorithm it would wait for the client's delayed ACK of the one
-        // before (up to 40 ms on Linux).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(signal)
-            .into_future();
-        let deadline = async {
-            stopping.notified().await;
-            tokio::time::sleep(grace).await;
-        };
-        let result = tokio::select! {
-            result = server => result,
-            () = deadline => {
-                tracing::warn!(?grace, "shutdown grace elapsed; closing open connections");
-                Ok(())
-            }
-        };
+        super::serve::serve(listener, router, limits, grace, shutdown).await;
         hub.presence.leave(&database.pool).await;
         // The other instances hear of this one's last changes (its users
         // going offline) before the pool closes.
@@ -224,7 +200,7 @@ impl Application {
             tracing::warn!(%error, "could not NOTIFY on shutdown");
         }
         database.shutdown().await;
-        result
+        Ok(())
     }
 }
 

@@ -33,6 +33,12 @@ pub struct AppState {
     pub hub: Arc<crate::realtime::server::Hub>,
     /// One typing hint per user per DM every 2 s.
     pub typing_limiter: Arc<crate::messages::server::TypingLimiter>,
+    /// Sends, edits and deletes per user (`KNOCK_MESSAGES_PER_SECOND`,
+    /// `KNOCK_MESSAGE_BURST`).
+    pub send_limiter: Arc<crate::messages::server::SendLimiter>,
+    /// Event streams one user may hold open on this instance
+    /// (`KNOCK_MAX_STREAMS_PER_USER`).
+    pub max_streams_per_user: u32,
     /// Invites per user per minute (`KNOCK_INVITES_PER_MINUTE`).
     pub invite_limiter: Arc<crate::dms::server::InviteLimiter>,
     /// Clerk's Backend API, when `CLERK_SECRET_KEY` is set.
@@ -54,6 +60,17 @@ impl FromRef<AppState> for PgPool {
 }
 
 impl AppState {
+    /// Drops the rate limiters' state of users whose limits have fully
+    /// recovered, so that the limiters hold only recently active users.
+    pub fn forget_idle_limits(&self) {
+        self.send_limiter.retain_recent();
+        self.send_limiter.shrink_to_fit();
+        self.invite_limiter.retain_recent();
+        self.invite_limiter.shrink_to_fit();
+        self.typing_limiter.retain_recent();
+        self.typing_limiter.shrink_to_fit();
+    }
+
     /// In a server function: the state provided by the router.
     ///
     /// # Errors

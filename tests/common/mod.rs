@@ -63,6 +63,11 @@ pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
             knock::dms::server::INVITES_PER_MINUTE,
         )),
         typing_limiter: Arc::new(knock::messages::server::typing_limiter()),
+        send_limiter: Arc::new(knock::messages::server::send_limiter(
+            knock::messages::server::MESSAGES_PER_SECOND,
+            knock::messages::server::MESSAGE_BURST,
+        )),
+        max_streams_per_user: knock::realtime::server::MAX_STREAMS_PER_USER,
         clerk_publishable_key: None,
     }
 }
