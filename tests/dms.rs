@@ -646,3 +646,19 @@ async fn a_people_search_over_100_characters_or_with_a_control_character_is_400(
         );
     }
 }
+
+#[sqlx::test]
+async fn an_invite_whose_sender_deleted_their_account_cannot_be_accepted(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    let dm = invite(&state, &ada, &bob).await.json();
+    knock::users::server::tombstone(&pool, "user_ada")
+        .await
+        .unwrap();
+    let reply = answer(&state, &bob, "accept", &dm).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    let (status, _, _) = stored(&pool, &dm).await;
+    assert_eq!(status, "INVITED");
+    // Declining it is still possible: it clears the invite away.
+    let reply = answer(&state, &bob, "decline", &dm).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}

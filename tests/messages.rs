@@ -977,3 +977,135 @@ async fn a_full_send_queue_answers_503_at_once_and_keeps_what_it_holds(pool: PgP
     }
     assert_eq!(count(&pool).await, (MAX_IN_FLIGHT + MAX_QUEUED) as i64);
 }
+
+#[sqlx::test]
+async fn a_dm_whose_other_member_deleted_their_account_is_read_only(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let mine = send(&state, &ada, &dm, "hello", Uuid::new_v4())
+        .await
+        .json();
+    send(&state, &bob, &dm, "hi", Uuid::new_v4()).await;
+    knock::users::server::tombstone(&pool, "user_bob")
+        .await
+        .unwrap();
+
+    let reply = send(&state, &ada, &dm, "are you there?", Uuid::new_v4()).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    for (endpoint, body) in [
+        (
+            "messages/edit",
+            json!({ "message_id": mine["id"], "body": "changed" }),
+        ),
+        ("messages/delete", json!({ "message_id": mine["id"] })),
+        ("typing", json!({ "dm_id": dm })),
+    ] {
+        let reply = call(&state, Some(&ada), endpoint, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CONFLICT,
+            "{endpoint}: {}",
+            reply.body
+        );
+    }
+    // History stays readable.
+    let history = call(&state, Some(&ada), "messages/list", json!({ "dm_id": dm })).await;
+    assert_eq!(history.status, StatusCode::OK);
+    let history = history.json();
+    let bodies: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["hello", "hi"]);
+    assert_eq!(count(&pool).await, 2);
+}
+
+/// The kinds of the events logged for `who` after log id `after`.
+async fn events_for(pool: &PgPool, who: &Person, after: i64) -> Vec<String> {
+    sqlx::query_scalar("SELECT kind FROM events WHERE user_id = $1 AND id > $2 ORDER BY id")
+        .bind(who.id)
+        .bind(after)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn last_event_id(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn after_a_block_nothing_the_blocked_member_does_reaches_the_blocker(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let bobs = send(&state, &bob, &dm, "before", Uuid::new_v4())
+        .await
+        .json();
+    let block = call(
+        &state,
+        Some(&ada),
+        "users/block",
+        json!({ "user_id": bob.id }),
+    )
+    .await;
+    assert_eq!(block.status, StatusCode::OK);
+    let mark = last_event_id(&pool).await;
+
+    let reply = send(&state, &bob, &dm, "hello?", Uuid::new_v4()).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    for (endpoint, body) in [
+        (
+            "messages/edit",
+            json!({ "message_id": bobs["id"], "body": "changed" }),
+        ),
+        ("messages/delete", json!({ "message_id": bobs["id"] })),
+    ] {
+        let reply = call(&state, Some(&bob), endpoint, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{endpoint}: {}",
+            reply.body
+        );
+    }
+    // Typing and reading answer as usual, and tell the blocker nothing.
+    let typing = call(&state, Some(&bob), "typing", json!({ "dm_id": dm })).await;
+    assert_eq!(typing.status, StatusCode::OK);
+    let ada_sends = send(&state, &ada, &dm, "still me", Uuid::new_v4()).await;
+    assert_eq!(ada_sends.status, StatusCode::OK);
+    let read = call(
+        &state,
+        Some(&bob),
+        "messages/read",
+        json!({ "dm_id": dm, "seq": 2 }),
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    // Ada's log has her own message only; Bob's has it and his read.
+    assert_eq!(events_for(&pool, &ada, mark).await, ["message"]);
+    assert_eq!(events_for(&pool, &bob, mark).await, ["message", "read"]);
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM messages ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(bodies, ["before", "still me"]);
+
+    // Unblocking restores the DM as it was.
+    let unblock = call(
+        &state,
+        Some(&ada),
+        "users/unblock",
+        json!({ "user_id": bob.id }),
+    )
+    .await;
+    assert_eq!(unblock.status, StatusCode::OK);
+    let mark = last_event_id(&pool).await;
+    let typing = call(&state, Some(&bob), "typing", json!({ "dm_id": dm })).await;
+    assert_eq!(typing.status, StatusCode::OK);
+    let reply = send(&state, &bob, &dm, "hello again", Uuid::new_v4()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(events_for(&pool, &ada, mark).await, ["typing", "message"]);
+}

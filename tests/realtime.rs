@@ -1136,3 +1136,76 @@ async fn opening_and_closing_streams_in_a_loop_gets_429_and_moves_presence_once(
     }
     assert_eq!(presence, [json!(true)]);
 }
+
+/// Whether the next `presence` event about `who` says online.
+async fn next_presence_of(rx: &mut mpsc::UnboundedReceiver<Sse>, who: Uuid) -> bool {
+    loop {
+        let (_, kind, data) = next_any(rx, Duration::from_secs(10)).await;
+        if kind == "presence" && data["user_id"] == json!(who) {
+            return data["online"].as_bool().unwrap();
+        }
+    }
+}
+
+#[sqlx::test]
+async fn a_block_hides_presence_both_ways_and_an_unblock_restores_it(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (ada, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let dm = call(
+        &one.base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    call(
+        &one.base,
+        &bob_token,
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    let (_adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
+    let (mut bobs, _bob_stream) = subscribe(&one.base, &bob_token, None).await;
+    let sees_ada = |token: String| {
+        let base = one.base.clone();
+        async move {
+            let people = call(&base, &token, "users/list", json!({})).await;
+            people
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == ada.to_string())
+                .unwrap()["online"]
+                .as_bool()
+                .unwrap()
+        }
+    };
+    assert!(sees_ada(bob_token.clone()).await);
+
+    // Ada blocks Bob: he sees her go offline, though her stream stays open.
+    call(
+        &one.base,
+        &ada_token,
+        "users/block",
+        json!({ "user_id": bob }),
+    )
+    .await;
+    assert!(!next_presence_of(&mut bobs, ada).await);
+    assert!(!sees_ada(bob_token.clone()).await);
+
+    // Unblocked: he sees her online again.
+    call(
+        &one.base,
+        &ada_token,
+        "users/unblock",
+        json!({ "user_id": bob }),
+    )
+    .await;
+    assert!(next_presence_of(&mut bobs, ada).await);
+    assert!(sees_ada(bob_token.clone()).await);
+}

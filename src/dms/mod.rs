@@ -203,7 +203,7 @@ pub async fn list_dms() -> Result<Vec<DmSummary>, AppError> {
 pub async fn block(user_id: Uuid) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::set_block(&state.pool, me.id, user_id, true)
+    server::set_block(&state, me.id, user_id, true)
         .await
         .map_err(crate::error::respond)
 }
@@ -216,7 +216,7 @@ pub async fn block(user_id: Uuid) -> Result<(), AppError> {
 pub async fn unblock(user_id: Uuid) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::set_block(&state.pool, me.id, user_id, false)
+    server::set_block(&state, me.id, user_id, false)
         .await
         .map_err(crate::error::respond)
 }

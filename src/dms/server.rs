@@ -238,7 +238,8 @@ pub enum Answer {
 ///
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it (never revealing
-/// which); 409 when it is not an invite pending on `me`.
+/// which); 409 when it is not an invite pending on `me`, or (accepting)
+/// when the inviter has deleted their account since.
 #[tracing::instrument(skip_all, fields(%me, %dm_id, ?answer))]
 pub async fn answer(
     state: &AppState,
@@ -264,6 +265,11 @@ pub async fn answer(
     if dm.status != DmStatus::Invited || my_status != "PENDING" {
         return Err(AppError::Conflict(
             "There is no invite waiting for your answer.".into(),
+        ));
+    }
+    if answer == Answer::Accept && !live_user_exists(&state.pool, dm.invited_by_user_id).await? {
+        return Err(AppError::Conflict(
+            "This invite can no longer be accepted: its sender deleted their account.".into(),
         ));
     }
     let (member, status) = match answer {
@@ -304,13 +310,17 @@ struct UserDmRow {
     online: bool,
 }
 
-/// SQL: whether user `u` is online, as `me` may see it (only across an
-/// ACTIVE DM `d`); see `realtime::presence`. Presence is looked up only
-/// for an ACTIVE DM (`CASE`, not `AND`: with no DM, `NULL AND EXISTS (…)`
-/// would still run the subquery).
+/// SQL: whether user `u` is online, as `me` (`$1`) may see it: only across
+/// an ACTIVE DM `d` and with no block between the two either way; see
+/// `realtime::presence`. Presence is looked up only for an ACTIVE DM
+/// (`CASE`, not `AND`: with no DM, `NULL AND EXISTS (…)` would still run the
+/// subquery).
 const ONLINE: &str = "CASE WHEN d.status = 'ACTIVE' THEN EXISTS (
          SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
-         WHERE p.user_id = u.id AND i.seen_at > now() - interval '30 seconds') ELSE false END AS online";
+         WHERE p.user_id = u.id AND i.seen_at > now() - interval '30 seconds')
+       AND NOT EXISTS (SELECT 1 FROM blocks b
+                        WHERE (b.blocker_id, b.blocked_id) IN (($1, u.id), (u.id, $1)))
+       ELSE false END AS online";
 
 /// The longest people search, in characters (DESIGN §6).
 pub const MAX_QUERY_CHARS: usize = 100;
@@ -493,13 +503,17 @@ async fn dm_events(
 
 /// Blocks (`on`) or unblocks `other` for `me`. Idempotent.
 ///
+/// When it changes something and the two share an ACTIVE DM, each gets a
+/// `presence` event about the other: offline on a block (neither sees the
+/// other's presence across it), their current state on an unblock.
+///
 /// # Errors
 /// 400 for oneself; 404 unknown user.
-pub async fn set_block(pool: &PgPool, me: Uuid, other: Uuid, on: bool) -> Result<(), AppError> {
+pub async fn set_block(state: &AppState, me: Uuid, other: Uuid, on: bool) -> Result<(), AppError> {
     if me == other {
         return Err(AppError::BadRequest("You cannot block yourself.".into()));
     }
-    if !live_user_exists(pool, other).await? {
+    if !live_user_exists(&state.pool, other).await? {
         return Err(AppError::NotFound);
     }
     let sql = if on {
@@ -507,12 +521,58 @@ pub async fn set_block(pool: &PgPool, me: Uuid, other: Uuid, on: bool) -> Result
     } else {
         "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2"
     };
-    sqlx::query(sql).bind(me).bind(other).execute(pool).await?;
+    let mut tx = state.pool.begin().await?;
+    let changed = sqlx::query(sql)
+        .bind(me)
+        .bind(other)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        > 0;
+    let (lo, hi) = ordered(me, other);
+    let active: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dms WHERE user_a_id = $1 AND user_b_id = $2 AND status = 'ACTIVE')",
+    )
+    .bind(lo)
+    .bind(hi)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut events = Vec::new();
+    if changed && active {
+        for (recipient, about) in [(me, other), (other, me)] {
+            let online =
+                !on && crate::realtime::presence::visible_online(&mut tx, recipient, about).await?;
+            events.push((
+                recipient,
+                Event::Presence(crate::realtime::PresenceEvent {
+                    user_id: about,
+                    online,
+                }),
+            ));
+        }
+    }
+    realtime::commit_with_events(tx, &state.hub.wakeups, &events).await?;
     Ok(())
 }
 
-/// `me`'s side of DM `dm_id`: its state, the other member and how far they
-/// have read; `None` when the DM does not exist or `me` is not in it.
+/// `me`'s view of one of their DMs: its state and the other member.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Counterpart {
+    /// The DM's state.
+    pub status: DmStatus,
+    /// The other member.
+    pub user_id: Uuid,
+    /// How far the other member has read (`seq`).
+    pub last_read_seq: i64,
+    /// The other member deleted their account: the DM is read-only.
+    pub deleted: bool,
+    /// One of the two blocked the other: typing, presence and read
+    /// receipts do not cross (DESIGN §5).
+    pub blocked: bool,
+}
+
+/// `me`'s side of DM `dm_id`; `None` when the DM does not exist or `me` is
+/// not in it.
 ///
 /// # Errors
 /// The database error.
@@ -520,11 +580,16 @@ pub async fn other_member(
     pool: &PgPool,
     me: Uuid,
     dm_id: Uuid,
-) -> Result<Option<(DmStatus, Uuid, i64)>, sqlx::Error> {
+) -> Result<Option<Counterpart>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT d.status, o.user_id, o.last_read_seq FROM dms d
+        "SELECT d.status, o.user_id, o.last_read_seq, u.deleted_at IS NOT NULL AS deleted,
+                EXISTS (SELECT 1 FROM blocks b
+                         WHERE (b.blocker_id, b.blocked_id) IN (($2, o.user_id), (o.user_id, $2)))
+                  AS blocked
+         FROM dms d
          JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
          JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+         JOIN users u ON u.id = o.user_id
          WHERE d.id = $1",
     )
     .bind(dm_id)

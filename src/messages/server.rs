@@ -43,13 +43,17 @@ pub fn check_body(body: &str) -> Result<String, AppError> {
     }
 }
 
+/// The 409's message for a change to a DM whose other member deleted their
+/// account (DESIGN §5: such DMs are read-only).
+const READ_ONLY: &str = "This conversation is read-only: the other person deleted their account.";
+
 /// `me` sends `body` to DM `dm_id`; `client_id` makes a retry return the
 /// same message.
 ///
 /// # Errors
 /// 400/413 for the body (see [`check_body`]); 404 when the DM does not
-/// exist or `me` is not in it; 409 when the DM is not ACTIVE; 403 when the
-/// other member blocked `me`; 429 past [`SendLimiter`]'s rate; 503 when the
+/// exist or `me` is not in it; 409 when the DM is not ACTIVE or the other
+/// member deleted their account; 403 when the other member blocked `me`; 429 past [`SendLimiter`]'s rate; 503 when the
 /// send queue is full ([`crate::messages::group_commit::MAX_QUEUED`]).
 #[tracing::instrument(skip_all, fields(%me, %dm_id))]
 pub async fn send(
@@ -87,6 +91,7 @@ pub async fn send(
         "not_active" => Err(AppError::Conflict(
             "Messages can be sent once both have accepted.".into(),
         )),
+        "read_only" => Err(AppError::Conflict(READ_ONLY.into())),
         "blocked" => Err(AppError::Forbidden),
         other => {
             tracing::error!(outcome = other, "send_messages: unknown outcome");
@@ -182,7 +187,8 @@ pub async fn list(
 
 /// Moves `me`'s read position in DM `dm_id` up to `seq` (never back, never
 /// past the last message). When it moved, both members get a `read` event
-/// (`{dm_id, user_id, seq}`): my other tabs clear their unread counts.
+/// (`{dm_id, user_id, seq}`): my other tabs clear their unread counts. Across
+/// a block (either way) only `me` gets it.
 ///
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it.
@@ -191,11 +197,20 @@ pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(
         return Err(AppError::BadRequest("A seq cannot be negative.".into()));
     }
     let mut tx = state.pool.begin().await?;
-    let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
-        .bind(dm_id)
-        .fetch_all(&mut *tx)
-        .await?;
-    if !members.contains(&me) {
+    // Both members, or only me across a block (my other tabs still hear).
+    let (is_member, members): (bool, Vec<Uuid>) = sqlx::query_as(
+        "SELECT coalesce(bool_or(m.user_id = $2), false),
+                coalesce(array_agg(m.user_id) FILTER (WHERE m.user_id = $2 OR NOT EXISTS (
+                    SELECT 1 FROM blocks b
+                     WHERE (b.blocker_id, b.blocked_id) IN (($2, m.user_id), (m.user_id, $2)))),
+                         '{}')
+         FROM dm_members m WHERE m.dm_id = $1",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !is_member {
         return Err(AppError::NotFound);
     }
     let moved: Option<i64> = sqlx::query_scalar(
@@ -226,8 +241,9 @@ pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(
 ///
 /// # Errors
 /// 400/413 for the body (see [`check_body`]); 404 when the message is not
-/// in a DM of `me`; 403 when it is someone else's; 409 when it was deleted
-/// (edit) or the DM is not ACTIVE; 429 past [`SendLimiter`]'s rate.
+/// in a DM of `me`; 403 when it is someone else's or the other member
+/// blocked `me`; 409 when it was deleted (edit), the DM is not ACTIVE or the
+/// other member deleted their account; 429 past [`SendLimiter`]'s rate.
 #[tracing::instrument(skip_all, fields(%me, %message_id))]
 pub async fn edit(
     state: &AppState,
@@ -238,26 +254,34 @@ pub async fn edit(
     let body = body.map(check_body).transpose()?;
     check_rate(state, me)?;
     let mut tx = state.pool.begin().await?;
-    let found: Option<(Uuid, Uuid, DmStatus, bool)> = sqlx::query_as(
-        "SELECT m.dm_id, m.sender_id, d.status, m.deleted_at IS NOT NULL FROM messages m
+    let found: Option<(Uuid, Uuid, DmStatus, bool, bool, bool)> = sqlx::query_as(
+        "SELECT m.dm_id, m.sender_id, d.status, m.deleted_at IS NOT NULL,
+                u.deleted_at IS NOT NULL,
+                EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = o.user_id AND b.blocked_id = $2)
+         FROM messages m
          JOIN dms d ON d.id = m.dm_id
          JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
+         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+         JOIN users u ON u.id = o.user_id
          WHERE m.id = $1 FOR UPDATE OF m",
     )
     .bind(message_id)
     .bind(me)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((dm_id, sender, status, deleted)) = found else {
+    let Some((dm_id, sender, status, deleted, other_gone, blocked)) = found else {
         return Err(AppError::NotFound);
     };
-    if sender != me {
+    if sender != me || blocked {
         return Err(AppError::Forbidden);
     }
     if status != DmStatus::Active {
         return Err(AppError::Conflict(
             "Messages can be changed only while the DM is active.".into(),
         ));
+    }
+    if other_gone {
+        return Err(AppError::Conflict(READ_ONLY.into()));
     }
     let sql = match (body.as_deref(), deleted) {
         (Some(_), true) => {
@@ -302,7 +326,7 @@ pub async fn edit(
 pub async fn seen(pool: &PgPool, me: Uuid, dm_id: Uuid) -> Result<i64, AppError> {
     match crate::dms::server::other_member(pool, me, dm_id).await? {
         None => Err(AppError::NotFound),
-        Some((DmStatus::Active, _, seq)) => Ok(seq),
+        Some(other) if other.status == DmStatus::Active => Ok(other.last_read_seq),
         Some(_) => Ok(0),
     }
 }
@@ -353,22 +377,31 @@ pub fn typing_limiter() -> TypingLimiter {
 /// `{dm_id, user_id}`, at most one per [`TYPING_THROTTLE`]; clients show it
 /// for [`realtime::TYPING_TTL`] or until a message from that user arrives.
 ///
+/// Across a block (either way) no event is sent, and the answer is the
+/// same as when one is.
+///
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it; 409 when it is not
-/// ACTIVE (an invite reveals no typing).
+/// ACTIVE (an invite reveals no typing) or the other member deleted their
+/// account.
 pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppError> {
     let dm = crate::dms::server::other_member(&state.pool, me, dm_id).await?;
-    let Some((status, other, _)) = dm else {
+    let Some(other) = dm else {
         return Err(AppError::NotFound);
     };
-    if status != crate::dms::DmStatus::Active {
+    if other.status != crate::dms::DmStatus::Active {
         return Err(AppError::Conflict(
             "Typing is shared once both have accepted.".into(),
         ));
     }
-    if state.typing_limiter.check_key(&(me, dm_id)).is_err() {
+    if other.deleted {
+        return Err(AppError::Conflict(READ_ONLY.into()));
+    }
+    // Across a block the hint goes nowhere, and the typist is not told.
+    if other.blocked || state.typing_limiter.check_key(&(me, dm_id)).is_err() {
         return Ok(());
     }
+    let other = other.user_id;
     let tx = state.pool.begin().await?;
     let event = Event::Typing(TypingEvent { dm_id, user_id: me });
     realtime::commit_with_event(tx, &state.hub.wakeups, &[other], Some(event)).await?;

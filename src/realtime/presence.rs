@@ -38,7 +38,7 @@ const ONLINE: &str = "EXISTS (SELECT 1 FROM presence p JOIN instances i ON i.id 
                               WHERE p.user_id = $1 AND i.seen_at > now() - interval '30 seconds')";
 
 /// The users who may see `user`'s presence: the other members of their
-/// ACTIVE DMs.
+/// ACTIVE DMs with no block between the two, either way.
 async fn partners(
     tx: &mut Transaction<'_, Postgres>,
     user: Uuid,
@@ -47,7 +47,9 @@ async fn partners(
         "SELECT o.user_id FROM dm_members me
          JOIN dms d ON d.id = me.dm_id AND d.status = 'ACTIVE'
          JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> me.user_id
-         WHERE me.user_id = $1",
+         WHERE me.user_id = $1
+           AND NOT EXISTS (SELECT 1 FROM blocks b
+                            WHERE (b.blocker_id, b.blocked_id) IN (($1, o.user_id), (o.user_id, $1)))",
     )
     .bind(user)
     .fetch_all(&mut **tx)
@@ -63,6 +65,26 @@ async fn lock_user(tx: &mut Transaction<'_, Postgres>, user: Uuid) -> Result<boo
         .bind(user)
         .fetch_one(&mut **tx)
         .await
+}
+
+/// Whether `viewer` sees `user` online: `user` has a stream on a live
+/// instance and no block stands between the two, either way.
+///
+/// # Errors
+/// The database error.
+pub async fn visible_online(
+    tx: &mut Transaction<'_, Postgres>,
+    viewer: Uuid,
+    user: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT {ONLINE} AND NOT EXISTS (SELECT 1 FROM blocks b
+                 WHERE (b.blocker_id, b.blocked_id) IN (($1, $2), ($2, $1)))"
+    ))
+    .bind(user)
+    .bind(viewer)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 /// Ends a presence change: when `user`'s online state went from `before`
