@@ -657,3 +657,183 @@ async fn deliveries_signed_with_webhook_id_headers_are_keyed_by_that_id(pool: Pg
         "two deliveries, the repeat stored once"
     );
 }
+
+/// How many rows of any table of the schema mention `needle` anywhere.
+async fn rows_mentioning(pool: &PgPool, needle: &str) -> Vec<(String, i64)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+          WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(tables.iter().any(|t| t == "webhook_events"), "{tables:?}");
+    let mut found = Vec::new();
+    for table in tables {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{table}\" t WHERE strpos(lower(t::text), lower($1)) > 0"
+        ))
+        .bind(needle)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            found.push((table, n));
+        }
+    }
+    found
+}
+
+#[sqlx::test]
+async fn user_deleted_leaves_no_personal_data_in_any_table(pool: PgPool) {
+    let state = common::state(&pool);
+    let mut ada = clerk_user(
+        "user_ada",
+        1000,
+        Some("ada"),
+        Some("Augusta"),
+        "ada.byron@example.com",
+    );
+    ada["image_url"] = json!("https://img.example/ada-portrait.png");
+    deliver(&state, "msg_1", &event("user.created", ada.clone())).await;
+    ada["updated_at"] = json!(2000);
+    deliver(&state, "msg_2", &event("user.updated", ada)).await;
+    process_all(&pool).await;
+    // Bob and Ada talk, so the event log shows Ada to Bob.
+    let bob = common::person(&pool, "bob").await;
+    let ada_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE clerk_id = 'user_ada'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let dm = common::call(
+        &state,
+        Some(&bob),
+        "dm/invite",
+        json!({ "other_user_id": ada_id }),
+    )
+    .await;
+    assert_eq!(dm.status, StatusCode::OK);
+    let personal = [
+        "ada.byron@example.com",
+        "Augusta",
+        "Lovelace",
+        "img.example/ada-portrait",
+    ];
+    for needle in personal {
+        assert!(
+            !rows_mentioning(&pool, needle).await.is_empty(),
+            "{needle} is stored before the deletion"
+        );
+    }
+
+    deliver(
+        &state,
+        "msg_3",
+        &event(
+            "user.deleted",
+            json!({ "id": "user_ada", "object": "user", "deleted": true }),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    for needle in personal {
+        assert_eq!(rows_mentioning(&pool, needle).await, [], "{needle}");
+    }
+    // A delivery repeated after the deletion is still recognised.
+    let repeat = deliver(
+        &state,
+        "msg_1",
+        &event(
+            "user.created",
+            clerk_user("user_ada", 1000, None, None, "x@example.com"),
+        ),
+    )
+    .await;
+    assert_eq!(repeat.status, StatusCode::OK);
+    assert_eq!(rows_mentioning(&pool, "x@example.com").await, []);
+}
+
+#[sqlx::test]
+async fn nobody_can_take_a_tombstone_username_ahead_of_time(pool: PgPool) {
+    let state = common::state(&pool);
+    // md5("user_ada"): the name Ada's tombstone will take.
+    let tombstone: String = sqlx::query_scalar("SELECT 'deleted-' || md5('user_ada')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    deliver(
+        &state,
+        "msg_1",
+        &event(
+            "user.created",
+            clerk_user(
+                "user_mallory",
+                1000,
+                Some(&tombstone),
+                None,
+                "m@example.com",
+            ),
+        ),
+    )
+    .await;
+    deliver(
+        &state,
+        "msg_2",
+        &event(
+            "user.created",
+            clerk_user("user_ada", 1000, Some("ada"), None, "ada@example.com"),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let mallory = user_row(&pool, "user_mallory").await.unwrap();
+    assert!(
+        !mallory.username.starts_with("deleted-"),
+        "{}",
+        mallory.username
+    );
+    deliver(
+        &state,
+        "msg_3",
+        &event(
+            "user.deleted",
+            json!({ "id": "user_ada", "object": "user", "deleted": true }),
+        ),
+    )
+    .await;
+    process_all(&pool).await;
+    let ada = user_row(&pool, "user_ada").await.unwrap();
+    assert!(ada.deleted, "the deletion went through");
+    assert_eq!(ada.username, tombstone);
+    // Nor can anyone rename into it directly.
+    let direct =
+        sqlx::query("UPDATE users SET username = 'deleted-x' WHERE clerk_id = 'user_mallory'")
+            .execute(&pool)
+            .await
+            .expect_err("the schema refuses a live tombstone name");
+    assert_eq!(
+        direct.as_database_error().and_then(|e| e.constraint()),
+        Some("users_live_username_not_tombstone")
+    );
+}
+
+#[sqlx::test]
+async fn processed_deliveries_are_pruned_after_the_retention_and_failed_ones_stay(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO webhook_events (svix_id, event_type, payload, status, processed_at, last_error)
+         SELECT 'old_' || n, 'user.updated', '{}'::jsonb, 'done', now() - interval '8 days', NULL
+           FROM generate_series(1, 2500) n
+         UNION ALL SELECT 'recent', 'user.updated', '{}', 'done', now() - interval '6 days', NULL
+         UNION ALL SELECT 'failed', 'user.updated', '{}', 'failed', NULL, 'boom'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(worker::prune(&pool, 7).await.unwrap(), 2500);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT svix_id FROM webhook_events ORDER BY svix_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, ["failed", "recent"]);
+}

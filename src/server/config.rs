@@ -94,6 +94,10 @@ pub struct KnockSettings {
     /// offline grace); more get 429.
     #[serde(default = "default_max_streams_per_user")]
     pub max_streams_per_user: u32,
+    /// `KNOCK_WEBHOOK_RETENTION_DAYS` (default 7): days a processed webhook
+    /// delivery is kept before it is deleted.
+    #[serde(default = "default_webhook_retention_days")]
+    pub webhook_retention_days: u32,
     /// `KNOCK_ALLOW_DEV_AUTH`: `1` (or `true`) lets dev mode listen on a
     /// non-loopback address (anyone who reaches it can sign in as anyone).
     #[serde(default)]
@@ -193,6 +197,9 @@ fn default_message_burst() -> u32 {
 fn default_max_streams_per_user() -> u32 {
     crate::realtime::server::MAX_STREAMS_PER_USER
 }
+fn default_webhook_retention_days() -> u32 {
+    crate::webhooks::worker::RETENTION_DAYS
+}
 fn default_shutdown_grace_secs() -> u64 {
     10
 }
@@ -211,6 +218,7 @@ const KNOCK_ENV: &[(&str, &str)] = &[
     ("KNOCK_MESSAGES_PER_SECOND", "messages_per_second"),
     ("KNOCK_MESSAGE_BURST", "message_burst"),
     ("KNOCK_MAX_STREAMS_PER_USER", "max_streams_per_user"),
+    ("KNOCK_WEBHOOK_RETENTION_DAYS", "webhook_retention_days"),
     ("CLERK_PUBLISHABLE_KEY", "clerk.publishable_key"),
     ("CLERK_SECRET_KEY", "clerk.secret_key"),
     ("CLERK_JWT_KEY", "clerk.jwt_key"),

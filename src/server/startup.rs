@@ -136,6 +136,10 @@ impl Application {
         tokio::spawn(state.hub.clone().listen(state.pool.clone()));
         tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
         tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
+        tokio::spawn(worker::prune_forever(
+            state.pool.clone(),
+            knock.webhook_retention_days,
+        ));
         {
             // Per-user state of users gone quiet is dropped every minute.
             let state = state.clone();

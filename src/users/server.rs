@@ -83,15 +83,26 @@ impl ClerkUser {
     }
 }
 
+/// The prefix of tombstone usernames (`deleted-` + md5 of the Clerk id);
+/// no live user's username starts with it.
+pub const TOMBSTONE_PREFIX: &str = "deleted-";
+
 /// Lower-case ASCII letters, digits, `_` and `-`; at most 48 characters
-/// (room for a numeric suffix within the 64 the schema allows).
+/// (room for a numeric suffix within the 64 the schema allows). A name that
+/// would start with [`TOMBSTONE_PREFIX`] gets `deleted_` instead, so that
+/// nobody can hold a deleted user's tombstone name ahead of time.
 pub fn normalise_username(raw: &str) -> String {
-    raw.trim()
+    let name: String = raw
+        .trim()
         .chars()
         .flat_map(char::to_lowercase)
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .take(48)
-        .collect()
+        .collect();
+    match name.strip_prefix(TOMBSTONE_PREFIX) {
+        Some(rest) => format!("deleted_{rest}"),
+        None => name,
+    }
 }
 
 /// What a sync did.
@@ -249,26 +260,61 @@ async fn free_username(
     Ok(free)
 }
 
-/// Tombstones the Clerk user `clerk_id` (`user.deleted`): scrubs the
-/// profile, keeps the row. A user Knock has never seen gets a tombstone row,
-/// so that a late `user.created` cannot bring them back.
+/// Tombstones the Clerk user `clerk_id` (`user.deleted`): keeps the row,
+/// and removes their personal data (email, names, image URL) from every
+/// table, in one transaction. A user Knock has never seen gets a tombstone
+/// row, so that a late `user.created` cannot bring them back.
+///
+/// - `users`: the profile is emptied; the username becomes
+///   [`TOMBSTONE_PREFIX`] + md5 of the Clerk id.
+/// - `webhook_events`: every delivery that mentions the Clerk id keeps only
+///   its type and `data.id`; one still waiting is marked done (nothing it
+///   says can apply to a tombstone).
+/// - `events`: `dm` events that showed the user to others show the
+///   tombstone instead.
 ///
 /// # Errors
 /// The database error.
 #[tracing::instrument(skip_all, fields(clerk_id))]
 pub async fn tombstone(pool: &PgPool, clerk_id: &str) -> Result<SyncOutcome, sqlx::Error> {
-    let id = sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    let (id, username): (Uuid, String) = sqlx::query_as(
         "INSERT INTO users (clerk_id, username, deleted_at)
-         VALUES ($1, 'deleted-' || md5($1), now())
+         VALUES ($1, $2 || md5($1), now())
          ON CONFLICT (clerk_id) DO UPDATE SET
-             username = 'deleted-' || md5(users.clerk_id), email = NULL, first_name = NULL,
+             username = $2 || md5(users.clerk_id), email = NULL, first_name = NULL,
              last_name = NULL, image_url = NULL,
              deleted_at = COALESCE(users.deleted_at, now()), updated_at = now()
-         RETURNING id",
+         RETURNING id, username",
     )
     .bind(clerk_id)
-    .fetch_one(pool)
+    .bind(TOMBSTONE_PREFIX)
+    .fetch_one(&mut *tx)
     .await?;
+    sqlx::query(
+        "UPDATE webhook_events
+            SET payload = jsonb_build_object('type', event_type,
+                                             'data', jsonb_build_object('id', $1::text)),
+                status = CASE WHEN status IN ('pending', 'failed') THEN 'done' ELSE status END,
+                last_error = NULL,
+                processed_at = COALESCE(processed_at, now())
+          WHERE strpos(payload::text, $1) > 0",
+    )
+    .bind(clerk_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE events
+            SET payload = payload || jsonb_build_object('other_user', jsonb_build_object(
+                    'id', $1::uuid, 'username', $2::text, 'first_name', NULL,
+                    'last_name', NULL, 'image_url', NULL))
+          WHERE kind = 'dm' AND payload -> 'other_user' ->> 'id' = $1::uuid::text",
+    )
+    .bind(id)
+    .bind(&username)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(SyncOutcome::Tombstoned(id))
 }
 

@@ -173,3 +173,54 @@ pub async fn retry_now(pool: &PgPool, svix_id: Option<&str>) -> Result<u64, sqlx
     .await?;
     Ok(result.rows_affected())
 }
+
+/// How long a processed webhook delivery (`done` or `ignored`) is kept by
+/// default (`KNOCK_WEBHOOK_RETENTION_DAYS`): long past Svix's retries (about
+/// a day), so a repeated `svix-id` is still recognised, and long enough for
+/// an operator to look into a delivery.
+pub const RETENTION_DAYS: u32 = 7;
+
+/// Rows deleted per statement when pruning, so that pruning never holds
+/// locks or a snapshot for long.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes processed deliveries older than `days` (failed and pending ones
+/// stay), in batches; returns how many.
+///
+/// # Errors
+/// The database error.
+pub async fn prune(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM webhook_events WHERE svix_id IN (
+                 SELECT svix_id FROM webhook_events
+                  WHERE status IN ('done', 'ignored')
+                    AND processed_at < now() - $1 * interval '1 day'
+                  LIMIT $2)",
+        )
+        .bind(f64::from(days))
+        .bind(PRUNE_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Forever: [`prune`] every hour.
+pub async fn prune_forever(pool: PgPool, days: u32) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        ticks.tick().await;
+        match prune(&pool, days).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned processed webhook deliveries"),
+            Err(_) if pool.is_closed() => return,
+            Err(error) => tracing::warn!(%error, "could not prune webhook deliveries"),
+        }
+    }
+}
