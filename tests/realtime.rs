@@ -1209,3 +1209,59 @@ async fn a_block_hides_presence_both_ways_and_an_unblock_restores_it(
     assert!(next_presence_of(&mut bobs, ada).await);
     assert!(sees_ada(bob_token.clone()).await);
 }
+
+#[sqlx::test]
+async fn pruning_deletes_old_and_stale_ephemeral_events_in_batches_and_moves_the_horizon(
+    pool: sqlx::PgPool,
+) {
+    let keys =
+        SessionKeys::dev_blocking(&tempfile::tempdir().unwrap().path().join("k.pem")).unwrap();
+    let (ada, _) = person(&pool, &keys, "ada").await;
+    // More than two batches of week-old events, in one transaction.
+    let old_tx: String = sqlx::query_scalar(
+        "WITH made AS (
+             INSERT INTO events (user_id, kind, payload, created_at)
+             SELECT $1, 'read', '{}'::jsonb, now() - interval '8 days'
+               FROM generate_series(1, 2 * $2 + 10)
+             RETURNING tx_id)
+         SELECT tx_id::text FROM made LIMIT 1",
+    )
+    .bind(ada)
+    .bind(knock::realtime::server::PRUNE_BATCH)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Typing hints two minutes old, and what must stay.
+    sqlx::query(
+        "INSERT INTO events (user_id, kind, payload, created_at)
+         SELECT $1, 'typing', '{}'::jsonb, now() - interval '2 minutes'
+           FROM generate_series(1, $2 + 5)",
+    )
+    .bind(ada)
+    .bind(knock::realtime::server::PRUNE_BATCH)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO events (user_id, kind, payload)
+         VALUES ($1, 'read', '{}'), ($1, 'typing', '{}')",
+    )
+    .bind(ada)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let batch = knock::realtime::server::PRUNE_BATCH as u64;
+    let pruned = knock::realtime::server::prune(&pool).await.unwrap();
+    assert_eq!(pruned, (2 * batch + 10) + (batch + 5));
+    let left: Vec<String> = sqlx::query_scalar("SELECT kind FROM events ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["read", "typing"]);
+    let horizon: String = sqlx::query_scalar("SELECT pruned_through::text FROM events_horizon")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(horizon, old_tx);
+}

@@ -850,38 +850,64 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// Deletes events older than [`RETENTION`] (and typing or presence events
-/// older than a minute), moving `events_horizon` past the pruned ones.
+/// Rows [`prune`] deletes per statement: each batch is a short transaction
+/// of its own, so pruning a week of events never holds locks, or a
+/// snapshot that the log's readers wait behind, for long.
+pub const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes events older than [`RETENTION`], moving `events_horizon` past
+/// them, then typing and presence events older than a minute; each in
+/// batches of [`PRUNE_BATCH`], oldest first. Returns how many rows went.
 ///
 /// # Errors
 /// The database error.
 pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let old: Option<String> = sqlx::query_scalar(
-        "WITH gone AS (DELETE FROM events WHERE created_at < now() - $1 * interval '1 second'
-                       RETURNING tx_id)
-         UPDATE events_horizon
-         SET pruned_through = GREATEST(pruned_through,
-                                       (SELECT tx_id FROM gone ORDER BY tx_id DESC LIMIT 1))
-         WHERE EXISTS (SELECT 1 FROM gone)
-         RETURNING pruned_through::text",
-    )
-    .bind(RETENTION.as_secs_f64())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let ephemeral = sqlx::query(
-        "DELETE FROM events WHERE kind = ANY($1)
-           AND created_at < now() - interval '1 minute'",
-    )
-    .bind(LiveEvent::EPHEMERAL)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    if let Some(horizon) = old {
-        tracing::info!(%horizon, "pruned the event log");
+    let mut total = 0;
+    loop {
+        let (deleted, horizon): (i64, Option<String>) = sqlx::query_as(
+            "WITH gone AS (
+                 DELETE FROM events WHERE id IN (
+                     SELECT id FROM events
+                      WHERE created_at < now() - $1 * interval '1 second'
+                      ORDER BY tx_id, id LIMIT $2)
+                 RETURNING tx_id),
+             moved AS (
+                 UPDATE events_horizon
+                    SET pruned_through = GREATEST(pruned_through,
+                                                  (SELECT tx_id FROM gone ORDER BY tx_id DESC LIMIT 1))
+                  WHERE EXISTS (SELECT 1 FROM gone)
+                 RETURNING pruned_through::text)
+             SELECT (SELECT count(*) FROM gone), (SELECT pruned_through FROM moved)",
+        )
+        .bind(RETENTION.as_secs_f64())
+        .bind(PRUNE_BATCH)
+        .fetch_one(pool)
+        .await?;
+        total += deleted as u64;
+        if let Some(horizon) = horizon {
+            tracing::info!(%horizon, deleted, "pruned the event log");
+        }
+        if deleted < PRUNE_BATCH {
+            break;
+        }
     }
-    Ok(ephemeral)
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM events WHERE id IN (
+                 SELECT id FROM events
+                  WHERE kind = ANY($1) AND created_at < now() - interval '1 minute'
+                  LIMIT $2)",
+        )
+        .bind(LiveEvent::EPHEMERAL)
+        .bind(PRUNE_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }
 
 /// Forever: [`prune`] every ten minutes.
