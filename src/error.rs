@@ -164,9 +164,25 @@ impl From<ServerFnError> for AppError {
 
 #[cfg(feature = "ssr")]
 impl From<sqlx::Error> for AppError {
+    /// The database being unreachable, restarting or too slow (a pool
+    /// timeout, a lost connection, Postgres's SQLSTATE class 08, `57P01`–
+    /// `57P03`, or `57014` for `statement_timeout`) is 503: the client may
+    /// retry. Anything else is a 500. Both are logged with their cause.
     fn from(error: sqlx::Error) -> Self {
-        tracing::error!(%error, "database error");
-        Self::Internal
+        let unavailable = match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57014" | "57P01" | "57P02" | "57P03")
+            }),
+            _ => false,
+        };
+        if unavailable {
+            tracing::warn!(%error, "database unavailable");
+            Self::Unavailable
+        } else {
+            tracing::error!(%error, "database error");
+            Self::Internal
+        }
     }
 }
 

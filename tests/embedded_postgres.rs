@@ -93,6 +93,20 @@ async fn the_cluster_listens_on_no_tcp_port() {
 }
 
 #[tokio::test]
+async fn the_cluster_ends_sessions_left_idle_in_a_transaction() {
+    let dir = data_dir();
+    let cluster = EmbeddedPostgres::start(dir.path()).await.expect("start");
+    let mut conn = connect(&cluster).await;
+    let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "1min");
+    drop(conn);
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn a_stale_pid_file_from_a_dead_process_is_recovered_from() {
     let dir = data_dir();
     let cluster = EmbeddedPostgres::start(dir.path()).await.expect("start");

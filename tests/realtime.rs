@@ -1265,3 +1265,26 @@ async fn pruning_deletes_old_and_stale_ephemeral_events_in_batches_and_moves_the
         .unwrap();
     assert_eq!(horizon, old_tx);
 }
+
+#[sqlx::test]
+async fn a_write_transaction_left_open_is_named_as_what_holds_delivery(pool: sqlx::PgPool) {
+    let mut held = pool.begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    // Reading does not hold the log back; writing does.
+    let readers = knock::realtime::server::open_writers(&pool).await.unwrap();
+    assert!(!readers.iter().any(|h| h.pid == pid));
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let writers = knock::realtime::server::open_writers(&pool).await.unwrap();
+    let holder = writers
+        .iter()
+        .find(|h| h.pid == pid)
+        .expect("the open writer is listed");
+    assert_eq!(holder.state.as_deref(), Some("idle in transaction"));
+    held.rollback().await.unwrap();
+}

@@ -340,34 +340,26 @@ async fn pages_forbid_sniffing_framing_and_cross_site_referrers(pool: PgPool) {
     }
 }
 
-/// A real server on `options`' database with the given connection limits,
+/// A real server on `options`' database with the given `[knock]` settings,
 /// its address, and the sender that stops it.
 async fn serving(
     options: &PgConnectOptions,
     data_dir: &std::path::Path,
-    header_read_timeout_secs: u64,
-    max_connections: usize,
+    knock: &[(&str, serde_json::Value)],
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
     use figment::providers::Serialized;
     use knock::server::{config::Settings, startup::Application};
-    let settings = Settings::from_figment(
-        Settings::defaults()
-            .merge(Serialized::default(
-                "knock.database_url",
-                options.to_url_lossy().to_string(),
-            ))
-            .merge(Serialized::default("knock.data_dir", data_dir))
-            .merge(Serialized::default(
-                "knock.header_read_timeout_secs",
-                header_read_timeout_secs,
-            ))
-            .merge(Serialized::default(
-                "knock.max_connections",
-                max_connections,
-            ))
-            .merge(Serialized::default("leptos.site-addr", "127.0.0.1:0")),
-    )
-    .unwrap();
+    let mut figment = Settings::defaults()
+        .merge(Serialized::default(
+            "knock.database_url",
+            options.to_url_lossy().to_string(),
+        ))
+        .merge(Serialized::default("knock.data_dir", data_dir))
+        .merge(Serialized::default("leptos.site-addr", "127.0.0.1:0"));
+    for (key, value) in knock {
+        figment = figment.merge(Serialized::default(&format!("knock.{key}"), value));
+    }
+    let settings = Settings::from_figment(figment).unwrap();
     let app = Application::build(settings).await.expect("start");
     let addr = app.local_addr().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -375,6 +367,20 @@ async fn serving(
         let _ = stopped.await;
     }));
     (addr, stop)
+}
+
+/// The connection settings: header-read timeout (s) and connection bound.
+fn limits(
+    header_read_timeout_secs: u64,
+    max_connections: usize,
+) -> [(&'static str, serde_json::Value); 2] {
+    [
+        (
+            "header_read_timeout_secs",
+            serde_json::json!(header_read_timeout_secs),
+        ),
+        ("max_connections", serde_json::json!(max_connections)),
+    ]
 }
 
 /// `GET /healthz` on a fresh connection: the status line.
@@ -412,7 +418,7 @@ async fn request_heads_that_never_finish_are_closed_while_healthz_answers(
 ) {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop) = serving(&options, dir.path(), 2, 1000).await;
+    let (addr, _stop) = serving(&options, dir.path(), &limits(2, 1000)).await;
     let mut slow = Vec::new();
     for _ in 0..300 {
         let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -443,7 +449,7 @@ async fn request_heads_that_never_finish_are_closed_while_healthz_answers(
 async fn an_idle_keep_alive_connection_is_closed(_: PgPoolOptions, options: PgConnectOptions) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop) = serving(&options, dir.path(), 1, 1000).await;
+    let (addr, _stop) = serving(&options, dir.path(), &limits(1, 1000)).await;
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -463,7 +469,7 @@ async fn past_the_connection_bound_a_new_connection_waits_for_one_to_close(
     options: PgConnectOptions,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop) = serving(&options, dir.path(), 2, 1).await;
+    let (addr, _stop) = serving(&options, dir.path(), &limits(2, 1)).await;
     // A plain socket, read without tokio: its state is the kernel's, not
     // what a task has been scheduled to notice.
     let mut idle = std::net::TcpStream::connect(&addr).unwrap();
@@ -480,4 +486,52 @@ async fn past_the_connection_bound_a_new_connection_waits_for_one_to_close(
         closed,
         "the second connection was served while the first held the only slot"
     );
+}
+
+#[sqlx::test]
+async fn a_statement_past_the_timeout_is_cancelled_and_the_request_gets_503(pool: PgPool) {
+    let options = (*pool.connect_options()).clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _stop) = serving(
+        &options,
+        dir.path(),
+        &[("statement_timeout_secs", serde_json::json!(1))],
+    )
+    .await;
+    let keys =
+        knock::auth::server::SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem"))
+            .unwrap();
+    let user = knock::users::server::ClerkUser {
+        id: "user_ada".into(),
+        username: Some("ada".into()),
+        updated_at: 1,
+        ..Default::default()
+    };
+    knock::users::server::upsert_from_clerk(&pool, &user)
+        .await
+        .unwrap();
+    let token = keys.mint_dev_token("user_ada").unwrap();
+    let list = || {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/api/users/list"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({}))
+            .send()
+    };
+    assert_eq!(list().await.unwrap().status(), 200);
+    // Something else holds the users table: the server's statement waits
+    // for a second, then Postgres cancels it.
+    let mut held = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = list().await.unwrap();
+    assert_eq!(reply.status(), 503);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    held.rollback().await.unwrap();
+    assert_eq!(list().await.unwrap().status(), 200);
 }

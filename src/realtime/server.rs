@@ -353,7 +353,9 @@ impl Hub {
     /// ([`Hub::publish`]), whenever a NOTIFY arrives and every [`POLL`];
     /// again at once while a read fills a batch, and again shortly while
     /// committed events wait behind a running transaction
-    /// ([`Batch::pending`]).
+    /// ([`Batch::pending`]). When they have waited for [`STALL_WARNING`],
+    /// it logs which transaction holds them ([`open_writers`]), and again
+    /// when delivery resumes.
     pub async fn read_until_closed(self: Arc<Self>, pool: PgPool) {
         let mut closed = std::pin::pin!(pool.close_event());
         let mut cursor = loop {
@@ -370,11 +372,13 @@ impl Hub {
         self.fanout().cursor = Some(cursor);
         self.started.send_replace(true);
         let mut retry = RETRY_FIRST;
+        let mut stall = Stall::default();
         loop {
             let wait = match read_log(&pool, cursor).await {
                 Ok(batch) => {
                     let full = batch.events.len() as i64 == BATCH;
                     let pending = batch.pending;
+                    stall.observe(&pool, pending && batch.last.is_none()).await;
                     cursor = batch.last.unwrap_or(cursor);
                     self.publish(batch.events);
                     if full {
@@ -848,6 +852,82 @@ pub async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// How long committed events may wait behind a running transaction before
+/// the reader logs which one holds them.
+pub const STALL_WARNING: Duration = Duration::from_secs(5);
+
+/// The reader's view of a stall: since when nothing could be read while
+/// events waited, and whether it said so.
+#[derive(Default)]
+struct Stall {
+    since: Option<std::time::Instant>,
+    warned: bool,
+}
+
+impl Stall {
+    async fn observe(&mut self, pool: &PgPool, stalled: bool) {
+        if !stalled {
+            if self.warned {
+                tracing::info!("event delivery resumed");
+            }
+            *self = Self::default();
+            return;
+        }
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if self.warned || since.elapsed() < STALL_WARNING {
+            return;
+        }
+        self.warned = true;
+        match open_writers(pool).await.map(|w| w.into_iter().next()) {
+            Ok(Some(holder)) => tracing::warn!(
+                stalled_secs = since.elapsed().as_secs(),
+                pid = holder.pid,
+                state = holder.state.as_deref().unwrap_or("?"),
+                application_name = %holder.application_name,
+                transaction_secs = holder.seconds,
+                "event delivery is waiting for a transaction to end \
+                 (end it with pg_terminate_backend(pid) if it is stuck)"
+            ),
+            Ok(None) => tracing::warn!(
+                stalled_secs = since.elapsed().as_secs(),
+                "event delivery is waiting for a transaction this role cannot see"
+            ),
+            Err(error) => tracing::warn!(%error, "event delivery is stalled"),
+        }
+    }
+}
+
+/// A Postgres session holding an open write transaction.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Holder {
+    /// Its backend's process id (for `pg_terminate_backend`).
+    pub pid: i32,
+    /// `active`, `idle in transaction`, … (`None` when hidden from us).
+    pub state: Option<String>,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// How long its transaction has been open, in seconds.
+    pub seconds: f64,
+}
+
+/// The open transactions on the Postgres server that have a transaction id
+/// (writers), oldest first: the first is the one that holds the event log's
+/// readers back. Only those this role may see.
+///
+/// # Errors
+/// The database error.
+pub async fn open_writers(pool: &PgPool) -> Result<Vec<Holder>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT pid, state, application_name,
+                extract(epoch FROM now() - xact_start)::float8 AS seconds
+           FROM pg_stat_activity
+          WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+          ORDER BY age(backend_xid) DESC",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Rows [`prune`] deletes per statement: each batch is a short transaction

@@ -60,6 +60,11 @@ pub struct KnockSettings {
     /// take to produce its response head, in seconds; later it gets 408.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// `KNOCK_STATEMENT_TIMEOUT_SECS` (default 15): Postgres cancels any of
+    /// the server's statements that runs longer (`statement_timeout`); the
+    /// request gets 503.
+    #[serde(default = "default_statement_timeout_secs")]
+    pub statement_timeout_secs: u64,
     /// `KNOCK_BODY_LIMIT_BYTES` (default 1 MiB): the largest request body
     /// accepted, in bytes; larger bodies get 413.
     #[serde(default = "default_body_limit_bytes")]
@@ -176,6 +181,9 @@ fn default_data_dir() -> PathBuf {
 fn default_request_timeout_secs() -> u64 {
     30
 }
+fn default_statement_timeout_secs() -> u64 {
+    15
+}
 fn default_body_limit_bytes() -> usize {
     1024 * 1024
 }
@@ -210,6 +218,7 @@ const KNOCK_ENV: &[(&str, &str)] = &[
     ("KNOCK_DATA_DIR", "data_dir"),
     ("KNOCK_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
     ("KNOCK_BODY_LIMIT_BYTES", "body_limit_bytes"),
+    ("KNOCK_STATEMENT_TIMEOUT_SECS", "statement_timeout_secs"),
     ("KNOCK_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("KNOCK_ALLOW_DEV_AUTH", "allow_dev_auth"),
     ("KNOCK_HEADER_READ_TIMEOUT_SECS", "header_read_timeout_secs"),
@@ -348,8 +357,9 @@ impl KnockSettings {
         Duration::from_secs(self.request_timeout_secs)
     }
 
-    /// Limits that would stop the server from serving anyone: a zero
-    /// header timeout or connection bound.
+    /// Limits that would stop the server from serving anyone, or turn a
+    /// guard off: a zero header timeout, statement timeout or connection
+    /// bound.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the setting.
@@ -357,6 +367,12 @@ impl KnockSettings {
         if self.header_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "KNOCK_HEADER_READ_TIMEOUT_SECS: must be at least 1".into(),
+            ));
+        }
+        if self.statement_timeout_secs == 0 {
+            // 0 would mean no timeout at all to Postgres.
+            return Err(ConfigError::Invalid(
+                "KNOCK_STATEMENT_TIMEOUT_SECS: must be at least 1".into(),
             ));
         }
         if self.max_connections == 0 {

@@ -83,11 +83,18 @@ impl Database {
             }
         };
         let ready = async {
-            let pool = pool_options()
-                .connect_with(options)
+            // Migrations run on a connection of their own, without the
+            // statement timeout: rewriting a large table may take a while.
+            let mut migrating = sqlx::PgConnection::connect_with(&options)
                 .await
                 .map_err(DatabaseError::Connect)?;
-            MIGRATOR.run(&pool).await?;
+            MIGRATOR.run(&mut migrating).await?;
+            migrating.close().await.map_err(DatabaseError::Connect)?;
+            let timeout = format!("{}s", settings.statement_timeout_secs);
+            let pool = pool_options()
+                .connect_with(options.options([("statement_timeout", timeout.as_str())]))
+                .await
+                .map_err(DatabaseError::Connect)?;
             Ok::<_, DatabaseError>(pool)
         }
         .await;

@@ -30,6 +30,9 @@ pub const DATABASE: &str = "knock";
 pub const SUPERUSER: &str = "knock";
 /// The socket file's port number (no TCP port is opened).
 const PORT: u16 = 5432;
+/// How long a session may sit idle inside a transaction before the cluster
+/// ends it (`idle_in_transaction_session_timeout`).
+pub const IDLE_IN_TRANSACTION: &str = "60s";
 /// Unix socket paths are limited to 107 bytes on Linux (`sun_path`).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -224,11 +227,16 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Writes `knock.conf`: the cluster listens only on its socket, and a
+    /// session left idle inside a transaction for
+    /// [`IDLE_IN_TRANSACTION`] is ended (it would hold back the event log's
+    /// readers, which wait for every older transaction to finish).
     fn write_settings(&self) -> Result<(), EmbeddedPostgresError> {
         let socket_dir = self.cluster_dir.to_string_lossy().replace('\'', "''");
         let path = self.cluster_dir.join("knock.conf");
         let text = format!(
-            "listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{socket_dir}'\nunix_socket_permissions = 0700\n"
+            "listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{socket_dir}'\nunix_socket_permissions = 0700\n\
+             idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'\n"
         );
         std::fs::write(&path, text).map_err(io("write", &path))?;
         self.give_to_cluster_user(&path)
