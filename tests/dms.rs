@@ -662,3 +662,25 @@ async fn an_invite_whose_sender_deleted_their_account_cannot_be_accepted(pool: P
     let reply = answer(&state, &bob, "decline", &dm).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }
+
+#[sqlx::test]
+async fn behind_a_proxy_the_origin_is_checked_against_x_forwarded_host(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    let invite_from = |origin: &str| {
+        Request::post("/api/dm/invite")
+            .header(header::CONTENT_TYPE, "application/json")
+            // The proxy talks to Knock on its own address...
+            .header(header::HOST, "127.0.0.1:3000")
+            // ...and passes on the host the browser asked for.
+            .header("x-forwarded-host", "knock.example")
+            .header(header::ORIGIN, origin)
+            .header(header::AUTHORIZATION, format!("Bearer {}", ada.token))
+            .body(Body::from(json!({ "other_user_id": bob.id }).to_string()))
+            .unwrap()
+    };
+    let reply = common::send(state.clone(), invite_from("https://evil.example")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(get(&state, &ada, &bob).await, Value::Null);
+    let reply = common::send(state.clone(), invite_from("https://knock.example")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}

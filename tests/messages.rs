@@ -1109,3 +1109,37 @@ async fn after_a_block_nothing_the_blocked_member_does_reaches_the_blocker(pool:
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(events_for(&pool, &ada, mark).await, ["typing", "message"]);
 }
+
+#[sqlx::test]
+async fn the_composer_form_posted_twice_stores_one_message(pool: PgPool) {
+    use axum::{body::Body, http::Request};
+    let (state, ada, bob, dm) = active(&pool).await;
+    let client_id = Uuid::new_v4();
+    let form = format!(
+        "dm_id={}&other_user_id={}&body=hello+there&client_id={client_id}",
+        dm.as_str().unwrap(),
+        bob.id
+    );
+    for _ in 0..2 {
+        let request = Request::post("/api/messages/send-form")
+            .header("content-type", "application/x-www-form-urlencoded")
+            // What a browser's form post accepts.
+            .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+            .header("authorization", format!("Bearer {}", ada.token))
+            .body(Body::from(form.clone()))
+            .unwrap();
+        let reply = common::send(state.clone(), request).await;
+        assert!(
+            reply.status.is_redirection(),
+            "{} {}",
+            reply.status,
+            reply.body
+        );
+        assert_eq!(reply.headers["location"], format!("/chat/{}", bob.id));
+    }
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM messages")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(bodies, ["hello there"]);
+}

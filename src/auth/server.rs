@@ -738,10 +738,12 @@ pub async fn refuse_foreign_host(
 
 /// Refuses state-changing requests from other origins (DESIGN §6): a
 /// `POST`/`PUT`/`PATCH`/`DELETE` under `/api/` whose `Origin` header is set
-/// and names another host than the request's `Host` gets 403 and changes
-/// nothing. Browsers always send `Origin` on cross-origin requests, so this
-/// stops cross-site form posts; requests without `Origin` (other programs)
-/// pass. The Clerk webhook is exempt: Svix signs it.
+/// and names another host than the request's `Host` (or, behind a reverse
+/// proxy that rewrites `Host`, the first `X-Forwarded-Host`) gets 403 and
+/// changes nothing. Browsers always send `Origin` on cross-origin requests,
+/// so this stops cross-site form posts, which cannot set
+/// `X-Forwarded-Host`; requests without `Origin` (other programs) pass. The
+/// Clerk webhook is exempt: Svix signs it.
 pub async fn refuse_cross_origin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -766,8 +768,14 @@ pub async fn refuse_cross_origin(
         let host = headers
             .get(axum::http::header::HOST)
             .and_then(|v| v.to_str().ok());
+        let forwarded_host = headers
+            .get("x-forwarded-host")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim);
         if let Some(origin_host) = origin_host
             && Some(origin_host.as_str()) != host
+            && Some(origin_host.as_str()) != forwarded_host
         {
             tracing::warn!(origin = %origin_host, ?host, %path, "refused a cross-origin request");
             return AppError::Forbidden.into_response();

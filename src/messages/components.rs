@@ -280,6 +280,10 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
     let list_ref = NodeRef::<leptos::html::Ol>::new();
     let textbox = NodeRef::<leptos::html::Textarea>::new();
     let form_ref = NodeRef::<leptos::html::Form>::new();
+    #[cfg(feature = "ssr")]
+    let form_client_id = Uuid::new_v4().to_string();
+    #[cfg(not(feature = "ssr"))]
+    let form_client_id = String::new();
     let other_name = other.display_name();
 
     let newest = move || {
@@ -661,6 +665,10 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         >
             <input type="hidden" name="dm_id" value=dm_id.to_string() />
             <input type="hidden" name="other_user_id" value=other.id.to_string() />
+            // The form's idempotency key: the same form posted twice (a
+            // double click, a resubmit) stores one message. Made when the
+            // server renders the page; the hydrated composer makes its own.
+            <input type="hidden" name="client_id" value=form_client_id />
             <textarea
                 node_ref=textbox
                 name="body"

@@ -61,7 +61,9 @@ pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<
 }
 
 /// The form twin of `messages/send` for the composer before (or without)
-/// the WASM bundle: the server makes the `client_id`; redirects back to
+/// the WASM bundle: form fields `dm_id`, `other_user_id`, `body` and
+/// `client_id` (made by the server when it renders the form, so a form
+/// posted twice stores one message); redirects back to
 /// `/chat/{other_user_id}`.
 ///
 /// # Errors
@@ -71,10 +73,11 @@ pub async fn send_message_form(
     dm_id: Uuid,
     other_user_id: Uuid,
     body: String,
+    client_id: Uuid,
 ) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    let message = server::send(&state, me.id, dm_id, &body, Uuid::new_v4())
+    let message = server::send(&state, me.id, dm_id, &body, client_id)
         .await
         .map_err(crate::error::respond)?;
     leptos_axum::redirect(&format!("/chat/{other_user_id}"));
