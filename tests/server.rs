@@ -535,3 +535,233 @@ async fn a_statement_past_the_timeout_is_cancelled_and_the_request_gets_503(pool
     held.rollback().await.unwrap();
     assert_eq!(list().await.unwrap().status(), 200);
 }
+
+/// What a field of an endpoint holds, for [`every_endpoint_answers_malformed_payloads_with_a_4xx`].
+#[derive(Clone, Copy)]
+enum Field {
+    Uuid,
+    Text,
+    Number,
+}
+
+/// One argument of an endpoint: its name, its kind and a valid value (JSON).
+type Arg = (&'static str, Field, String);
+
+/// Values that are wrong for a field of kind `field`, as JSON text.
+fn wrong_values(field: Field) -> Vec<String> {
+    let mut values = vec![
+        "true".to_owned(),
+        "[]".to_owned(),
+        "{}".to_owned(),
+        r#""\u0000""#.to_owned(),
+        // A lone surrogate: not a Unicode scalar value.
+        r#""\ud800""#.to_owned(),
+        format!("\"{}\"", "a".repeat(1_000_000)),
+    ];
+    match field {
+        Field::Uuid => values.extend(["123", r#""not-a-uuid""#, r#""""#].map(str::to_owned)),
+        Field::Text => values.extend(["123", "-1e400"].map(str::to_owned)),
+        Field::Number => values.extend(
+            [
+                "-1",
+                "1.5",
+                "1e400",
+                "99999999999999999999",
+                "-9223372036854775809",
+                r#""12""#,
+            ]
+            .map(str::to_owned),
+        ),
+    }
+    values
+}
+
+#[sqlx::test]
+async fn every_endpoint_answers_malformed_payloads_with_a_4xx(pool: PgPool) {
+    let state = common::state(&pool);
+    let ada = common::person(&pool, "ada").await;
+    let bob = common::person(&pool, "bob").await;
+    let dm = common::call(
+        &state,
+        Some(&ada),
+        "dm/invite",
+        serde_json::json!({ "other_user_id": bob.id }),
+    )
+    .await
+    .json()["id"]
+        .clone();
+    common::call(
+        &state,
+        Some(&bob),
+        "dm/accept",
+        serde_json::json!({ "dm_id": dm }),
+    )
+    .await;
+    let message = common::call(
+        &state,
+        Some(&ada),
+        "messages/send",
+        serde_json::json!({ "dm_id": dm, "body": "hi", "client_id": uuid::Uuid::new_v4() }),
+    )
+    .await
+    .json()["id"]
+        .clone();
+    let (dm, bob_id, message) = (
+        dm.to_string(),
+        format!("\"{}\"", bob.id),
+        message.to_string(),
+    );
+    let client_id = format!("\"{}\"", uuid::Uuid::new_v4());
+    // Every JSON endpoint of DESIGN §6 that exists, with valid arguments.
+    let endpoints: Vec<(&str, Vec<Arg>)> = vec![
+        ("users/list", vec![("query", Field::Text, "\"a\"".into())]),
+        ("users/get", vec![("user_id", Field::Uuid, bob_id.clone())]),
+        (
+            "dm/get",
+            vec![("other_user_id", Field::Uuid, bob_id.clone())],
+        ),
+        (
+            "dm/invite",
+            vec![("other_user_id", Field::Uuid, bob_id.clone())],
+        ),
+        ("dm/accept", vec![("dm_id", Field::Uuid, dm.clone())]),
+        ("dm/decline", vec![("dm_id", Field::Uuid, dm.clone())]),
+        ("dm/list", vec![]),
+        (
+            "users/block",
+            vec![("user_id", Field::Uuid, bob_id.clone())],
+        ),
+        (
+            "users/unblock",
+            vec![("user_id", Field::Uuid, bob_id.clone())],
+        ),
+        (
+            "messages/send",
+            vec![
+                ("dm_id", Field::Uuid, dm.clone()),
+                ("body", Field::Text, "\"hello\"".into()),
+                ("client_id", Field::Uuid, client_id.clone()),
+            ],
+        ),
+        (
+            "messages/list",
+            vec![
+                ("dm_id", Field::Uuid, dm.clone()),
+                ("before_seq", Field::Number, "5".into()),
+                ("after_seq", Field::Number, "0".into()),
+                ("limit", Field::Number, "10".into()),
+            ],
+        ),
+        (
+            "messages/read",
+            vec![
+                ("dm_id", Field::Uuid, dm.clone()),
+                ("seq", Field::Number, "1".into()),
+            ],
+        ),
+        (
+            "messages/edit",
+            vec![
+                ("message_id", Field::Uuid, message.clone()),
+                ("body", Field::Text, "\"edited\"".into()),
+            ],
+        ),
+        (
+            "messages/delete",
+            vec![("message_id", Field::Uuid, message.clone())],
+        ),
+        ("messages/seen", vec![("dm_id", Field::Uuid, dm.clone())]),
+        ("typing", vec![("dm_id", Field::Uuid, dm.clone())]),
+    ];
+    let documents = |fields: &[Arg]| {
+        let mut documents: Vec<String> = [
+            "", "{", "null", "\"text\"", "12", "{\"a\":", "\u{0}", "{}{}",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        // serde reads a struct from a JSON array too: `[]` is the empty
+        // argument list of an endpoint that takes none.
+        if !fields.is_empty() {
+            documents.push("[]".to_owned());
+        }
+        documents.push(format!("{{\"x\": \"{}\"}}", "b".repeat(1_000_000)));
+        for (at, (_, kind, _)) in fields.iter().enumerate() {
+            let with = |value: &str| {
+                let pairs: Vec<String> = fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _, valid))| {
+                        format!("\"{name}\": {}", if i == at { value } else { valid })
+                    })
+                    .collect();
+                format!("{{{}}}", pairs.join(", "))
+            };
+            for value in wrong_values(*kind) {
+                documents.push(with(&value));
+            }
+        }
+        documents
+    };
+    let mut checked = 0;
+    for (endpoint, fields) in &endpoints {
+        for document in documents(fields) {
+            for content_type in ["application/json", "text/plain"] {
+                let request = Request::post(format!("/api/{endpoint}"))
+                    .header(header::CONTENT_TYPE, content_type)
+                    .header(header::AUTHORIZATION, format!("Bearer {}", ada.token))
+                    .body(Body::from(document.clone()))
+                    .unwrap();
+                let reply = common::send(state.clone(), request).await;
+                let shown: String = document.chars().take(120).collect();
+                assert!(
+                    reply.status.is_client_error(),
+                    "{endpoint} ({content_type}) {shown}: {} {}",
+                    reply.status,
+                    reply.body.chars().take(200).collect::<String>()
+                );
+                checked += 1;
+            }
+        }
+    }
+    // The forms the pages post before (or without) WASM, and the session.
+    for endpoint in [
+        "dm/form",
+        "messages/send-form",
+        "session/dev-sign-in",
+        "session/sign-out",
+        "session",
+    ] {
+        for document in [
+            "%".to_owned(),
+            "dm_id=%ZZ&body=x".to_owned(),
+            "dm_id=not-a-uuid&other_user_id=1&body=x&client_id=2&action=accept".to_owned(),
+            format!("dm_id={dm}&body=%00&client_id=x"),
+            "username=%00".to_owned(),
+            "username=".to_owned(),
+            format!("username={}", "a".repeat(1_000_000)),
+            "\u{0}\u{ff}".to_owned(),
+        ] {
+            let request = Request::post(format!("/api/{endpoint}"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::AUTHORIZATION, format!("Bearer {}", ada.token))
+                .body(Body::from(document.clone()))
+                .unwrap();
+            let reply = common::send(state.clone(), request).await;
+            let shown: String = document.chars().take(120).collect();
+            assert!(
+                !reply.status.is_server_error(),
+                "{endpoint} {shown}: {} {}",
+                reply.status,
+                reply.body.chars().take(200).collect::<String>()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 500, "{checked}");
+    // Nothing that was refused changed anything.
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM messages")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(bodies, ["hi"]);
+}

@@ -131,7 +131,11 @@ pub async fn list(
             "limit must be between 1 and {MAX_PAGE}."
         )));
     }
-    if before_seq.or(after_seq).is_some_and(|seq| seq < 0) {
+    if [before_seq, after_seq]
+        .into_iter()
+        .flatten()
+        .any(|seq| seq < 0)
+    {
         return Err(AppError::BadRequest("A seq cannot be negative.".into()));
     }
     let mut messages: Vec<Message> = match (after_seq, before_seq) {
