@@ -1288,3 +1288,123 @@ async fn a_write_transaction_left_open_is_named_as_what_holds_delivery(pool: sql
     assert_eq!(holder.state.as_deref(), Some("idle in transaction"));
     held.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_database_restart_under_load_fails_fast_with_503_and_loses_nothing_acknowledged() {
+    use knock::server::embedded_postgres::EmbeddedPostgres;
+    use std::os::unix::fs::PermissionsExt;
+    // The embedded cluster, which the test can stop and start under the
+    // server (its directory must let the `postgres` user through as root).
+    let dir = tempfile::Builder::new()
+        .prefix("knock-pg-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let settings = Settings::from_figment(
+        Settings::defaults()
+            .merge(Serialized::default("knock.data_dir", dir.path()))
+            .merge(Serialized::default("leptos.site-addr", "127.0.0.1:0")),
+    )
+    .unwrap();
+    let app = Application::build(settings).await.expect("start");
+    let base = format!("http://{}", app.local_addr());
+    let pool = app.pool();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
+    let (_, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let dm = call(
+        &base,
+        &ada_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    call(&base, &bob_token, "dm/accept", json!({ "dm_id": dm["id"] })).await;
+    let (mut bobs, _stream) = subscribe(&base, &bob_token, None).await;
+
+    // Ada sends about eight messages a second throughout (within her
+    // rate limit).
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = {
+        let (base, token, dm_id, sending) = (
+            base.clone(),
+            ada_token.clone(),
+            dm["id"].clone(),
+            sending.clone(),
+        );
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acknowledged = Vec::new();
+            let mut refused = Vec::new();
+            let mut n = 0;
+            while sending.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let started = std::time::Instant::now();
+                let reply = client
+                    .post(format!("{base}/api/messages/send"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "dm_id": dm_id, "body": format!("m{n}"), "client_id": Uuid::new_v4() }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = reply.status().as_u16();
+                if status == 200 {
+                    let message: Value = reply.json().await.unwrap();
+                    acknowledged.push(message["id"].as_str().unwrap().to_owned());
+                } else {
+                    refused.push((status, started.elapsed()));
+                }
+                tokio::time::sleep(Duration::from_millis(120)).await;
+            }
+            (acknowledged, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Postgres goes away (a fast shutdown ends every session)...
+    EmbeddedPostgres::start(dir.path())
+        .await
+        .expect("adopt the running cluster")
+        .stop()
+        .await
+        .expect("stop");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // ...and comes back.
+    drop(EmbeddedPostgres::start(dir.path()).await.expect("restart"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sending.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (acknowledged, refused) = sender.await.unwrap();
+
+    assert!(!refused.is_empty(), "some sends fell in the outage");
+    for (status, took) in &refused {
+        assert_eq!(*status, 503, "{refused:?}");
+        assert!(*took < Duration::from_secs(6), "{refused:?}");
+    }
+    assert!(acknowledged.len() > 10, "{}", acknowledged.len());
+    // Every acknowledged message is stored...
+    let stored: Vec<String> = sqlx::query_scalar("SELECT id::text FROM messages")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for id in &acknowledged {
+        assert!(stored.contains(id), "{id} was acknowledged but not stored");
+    }
+    // ...and reaches Bob's open stream, which stayed up through it all.
+    let mut seen = std::collections::HashSet::new();
+    while !acknowledged.iter().all(|id| seen.contains(id)) {
+        let (_, kind, data) = next_any(&mut bobs, Duration::from_secs(15)).await;
+        match kind.as_str() {
+            "message" => {
+                seen.insert(data["id"].as_str().unwrap().to_owned());
+            }
+            // Told to refetch: what the conversation then loads counts.
+            "resync" => seen.extend(stored.iter().cloned()),
+            _ => {}
+        }
+    }
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
