@@ -104,6 +104,25 @@ async fn call(base: &str, token: &str, endpoint: &str, body: Value) -> Value {
     response.json().await.unwrap()
 }
 
+/// An ACTIVE DM: the inviter's invite to `invitee`, accepted; the DM.
+async fn accepted_dm(base: &str, inviter_token: &str, invitee_token: &str, invitee: Uuid) -> Value {
+    let dm = call(
+        base,
+        inviter_token,
+        "dm/invite",
+        json!({ "other_user_id": invitee }),
+    )
+    .await;
+    call(
+        base,
+        invitee_token,
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    dm
+}
+
 /// One parsed SSE event: (id, event, data).
 type Sse = (String, String, Value);
 
@@ -527,20 +546,7 @@ async fn many_streams_of_one_user_each_get_every_message_once_in_order(
     let (_dir, one, pool, keys) = start(&options).await;
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
-    let dm = call(
-        &one.base,
-        &ada_token,
-        "dm/invite",
-        json!({ "other_user_id": bob }),
-    )
-    .await;
-    call(
-        &one.base,
-        &bob_token,
-        "dm/accept",
-        json!({ "dm_id": dm["id"] }),
-    )
-    .await;
+    let dm = accepted_dm(&one.base, &ada_token, &bob_token, bob).await;
 
     // Bob has 40 tabs open, some joining while messages flow.
     let mut tabs = Vec::new();
@@ -623,14 +629,7 @@ async fn the_log_is_read_in_transaction_order_across_a_power_of_ten(
 async fn active_dm(base: &str, pool: &PgPool, keys: &SessionKeys) -> (String, Uuid, String, Value) {
     let (_, ada_token) = person(pool, keys, "ada").await;
     let (bob, bob_token) = person(pool, keys, "bob").await;
-    let dm = call(
-        base,
-        &ada_token,
-        "dm/invite",
-        json!({ "other_user_id": bob }),
-    )
-    .await;
-    call(base, &bob_token, "dm/accept", json!({ "dm_id": dm["id"] })).await;
+    let dm = accepted_dm(base, &ada_token, &bob_token, bob).await;
     (ada_token, bob, bob_token, dm["id"].clone())
 }
 
@@ -1095,20 +1094,7 @@ async fn opening_and_closing_streams_in_a_loop_gets_429_and_moves_presence_once(
     let (_dir, one, pool, keys) = start(&options).await;
     let (_ada, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
-    let dm = call(
-        &one.base,
-        &ada_token,
-        "dm/invite",
-        json!({ "other_user_id": bob }),
-    )
-    .await;
-    call(
-        &one.base,
-        &bob_token,
-        "dm/accept",
-        json!({ "dm_id": dm["id"] }),
-    )
-    .await;
+    accepted_dm(&one.base, &ada_token, &bob_token, bob).await;
     let (mut adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
     let limit = knock::realtime::server::MAX_STREAMS_PER_USER as usize;
     let mut statuses = Vec::new();
@@ -1155,20 +1141,7 @@ async fn a_block_hides_presence_both_ways_and_an_unblock_restores_it(
     let (_dir, one, pool, keys) = start(&options).await;
     let (ada, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
-    let dm = call(
-        &one.base,
-        &ada_token,
-        "dm/invite",
-        json!({ "other_user_id": bob }),
-    )
-    .await;
-    call(
-        &one.base,
-        &bob_token,
-        "dm/accept",
-        json!({ "dm_id": dm["id"] }),
-    )
-    .await;
+    accepted_dm(&one.base, &ada_token, &bob_token, bob).await;
     let (_adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
     let (mut bobs, _bob_stream) = subscribe(&one.base, &bob_token, None).await;
     let sees_ada = |token: String| {
@@ -1316,14 +1289,7 @@ async fn a_database_restart_under_load_fails_fast_with_503_and_loses_nothing_ack
     let keys = SessionKeys::dev_blocking(&dir.path().join("dev-session-key.pem")).unwrap();
     let (_, ada_token) = person(&pool, &keys, "ada").await;
     let (bob, bob_token) = person(&pool, &keys, "bob").await;
-    let dm = call(
-        &base,
-        &ada_token,
-        "dm/invite",
-        json!({ "other_user_id": bob }),
-    )
-    .await;
-    call(&base, &bob_token, "dm/accept", json!({ "dm_id": dm["id"] })).await;
+    let dm = accepted_dm(&base, &ada_token, &bob_token, bob).await;
     let (mut bobs, _stream) = subscribe(&base, &bob_token, None).await;
 
     // Ada sends about eight messages a second throughout (within her
