@@ -684,3 +684,70 @@ async fn behind_a_proxy_the_origin_is_checked_against_x_forwarded_host(pool: PgP
     let reply = common::send(state.clone(), invite_from("https://knock.example")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }
+
+#[sqlx::test]
+async fn an_invite_carries_a_note_until_it_is_answered(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    let noted = |who: &Person, other: &Person, note: Value| {
+        let (state, who, other) = (state.clone(), who.clone(), other.clone());
+        async move {
+            call(
+                &state,
+                Some(&who),
+                "dm/invite",
+                json!({ "other_user_id": other.id, "note": note }),
+            )
+            .await
+        }
+    };
+    // The rules of messages, at most 200 characters; nothing is stored.
+    for bad in [
+        json!("x".repeat(201)),
+        json!("hi\u{0}"),
+        json!("\u{1b}[31m"),
+        json!(5),
+    ] {
+        let reply = noted(&ada, &bob, bad.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(get(&state, &ada, &bob).await, Value::Null);
+
+    let dm = noted(&ada, &bob, json!("  We met at the meetup\r\nin Lisbon  ")).await;
+    assert_eq!(dm.status, StatusCode::OK, "{}", dm.body);
+    let dm = dm.json();
+    assert_eq!(dm["invite_note"], "We met at the meetup\nin Lisbon");
+    // Bob sees it with the invite, and as his conversation list's row.
+    assert_eq!(
+        get(&state, &bob, &ada).await["invite_note"],
+        dm["invite_note"]
+    );
+    let rows = call(&state, Some(&bob), "dm/list", json!({})).await.json();
+    assert_eq!(rows[0]["invite_note"], dm["invite_note"]);
+    // It is not a message.
+    let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM dms")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seq, 0);
+
+    // Declining discards it; a re-invite brings its own (or none).
+    answer(&state, &bob, "decline", &dm).await;
+    assert_eq!(get(&state, &ada, &bob).await["invite_note"], Value::Null);
+    let again = noted(&bob, &ada, json!("Sorry, let's talk")).await.json();
+    assert_eq!(again["invite_note"], "Sorry, let's talk");
+    answer(&state, &ada, "accept", &again).await;
+    let active = get(&state, &ada, &bob).await;
+    assert_eq!(
+        (&active["status"], &active["invite_note"]),
+        (&json!("ACTIVE"), &Value::Null)
+    );
+    // A blank note is no note.
+    let cy = common::person(&pool, "cy").await;
+    let blank = noted(&ada, &cy, json!("   ")).await.json();
+    assert_eq!(blank["invite_note"], Value::Null);
+}

@@ -14,10 +14,13 @@ for (const javaScriptEnabled of [true, false]) {
     const bob = await person(browser, "bob", { javaScriptEnabled });
 
     await openChat(ada, bob);
+    await ada.page.getByLabel("Note").fill("Ada here, from the meetup");
     await ada.page.getByRole("button", { name: "Start chat" }).click();
     await expect(ada.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
 
     await openChat(bob, ada);
+    // The note shows with the invite, above the buttons.
+    await expect(bob.page.getByRole("main").getByText("Ada here, from the meetup")).toBeVisible();
     await expect(bob.page.getByRole("button", { name: "Decline" })).toBeVisible();
     await bob.page.getByRole("button", { name: "Accept" }).click();
     await expect(bob.page.getByRole("textbox", { name: "Message" })).toBeVisible();
@@ -73,12 +76,17 @@ test("an accept and a message show up in the other browser without a reload", as
   await bob.page.goto("/");
   await expect(bob.page.getByText("No conversations yet.")).toBeVisible();
   await openChat(ada, bob);
+  await ada.page.getByLabel("Note").fill("About the flat");
   await ada.page.getByRole("button", { name: "Start chat" }).click();
   await expect(ada.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
+  // Ada's own invite waits among her conversations.
+  await expect(ada.page.getByRole("list", { name: "Conversations" }).getByText("Invite sent")).toBeVisible();
 
-  // Bob's open sidebar learns of the invite by itself.
-  await expect(bob.page.getByLabel("Invites waiting")).toHaveText("1");
-  await expect(bob.page.getByRole("list", { name: "Conversations" }).getByText("Invited you")).toBeVisible();
+  // Bob's open sidebar learns of the invite by itself, under Requests
+  // with its note, apart from his conversations.
+  await expect(bob.page.getByLabel("1 waiting")).toHaveText("1");
+  await expect(bob.page.getByRole("list", { name: "Requests" }).getByText("About the flat")).toBeVisible();
+  await expect(bob.page.getByRole("list", { name: "Conversations" })).toHaveCount(0);
   await openChat(bob, ada);
   const adaCalls: string[] = [];
   ada.context.on("request", (request) => {
@@ -86,6 +94,9 @@ test("an accept and a message show up in the other browser without a reload", as
     if (path.startsWith("/api/") && path !== "/api/events") adaCalls.push(path);
   });
   await bob.page.getByRole("button", { name: "Accept" }).click();
+  // Accepted, the row moves from Requests to Conversations.
+  await expect(bob.page.getByRole("list", { name: "Requests" })).toHaveCount(0);
+  await expect(bob.page.getByRole("list", { name: "Conversations" }).getByRole("link")).toHaveCount(1);
 
   // Ada's page turns into the conversation without a reload, and without
   // a request: the `dm` event carries the DM.

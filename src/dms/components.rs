@@ -141,36 +141,61 @@ pub fn Sidebar() -> impl IntoView {
                         online.insert(d.other_user.id, d.online);
                     }
                 });
-                let incoming = dms
-                    .iter()
-                    .filter(|d| MyView::of(Some(&d.dm), me.id) == MyView::Invited)
-                    .count();
+                // Invites waiting on me are kept apart from conversations.
+                let (requests, conversations): (Vec<_>, Vec<_>) = dms
+                    .into_iter()
+                    .partition(|d| MyView::of(Some(&d.dm), me.id) == MyView::Invited);
                 // The tab title counts unread messages: "(3) Knock".
-                let unread_total: i64 = dms.iter().map(|d| d.unread_count).sum();
+                let unread_total: i64 = conversations.iter().map(|d| d.unread_count).sum();
+                let waiting = requests.len();
                 view! {
                     <Title formatter=move |text: String| match unread_total {
                         0 => text,
                         n => format!("({n}) {text}"),
                     } />
                     <NotificationsButton />
-                    <section aria-labelledby="conversations-title">
-                        <h2 id="conversations-title">
-                            "Conversations"
-                            {(incoming > 0)
+                    <section aria-labelledby="requests-title">
+                        <h2 id="requests-title">
+                            "Requests"
+                            {(waiting > 0)
                                 .then(|| {
                                     view! {
-                                        <span class="badge" aria-label="Invites waiting">
-                                            {incoming}
+                                        <span class="badge" aria-label=format!("{waiting} waiting")>
+                                            {waiting}
                                         </span>
                                     }
                                 })}
                         </h2>
-                        {if dms.is_empty() {
+                        {if requests.is_empty() {
+                            view! { <p class="muted">"No requests."</p> }.into_any()
+                        } else {
+                            view! {
+                                <ul class="list" aria-label="Requests">
+                                    {requests
+                                        .into_iter()
+                                        .map(|d| {
+                                            // The note, else who knocks.
+                                            let preview = d
+                                                .dm
+                                                .invite_note
+                                                .clone()
+                                                .unwrap_or_else(|| "Invited you".to_owned());
+                                            conversation_row(d, preview)
+                                        })
+                                        .collect_view()}
+                                </ul>
+                            }
+                                .into_any()
+                        }}
+                    </section>
+                    <section aria-labelledby="conversations-title">
+                        <h2 id="conversations-title">"Conversations"</h2>
+                        {if conversations.is_empty() {
                             view! { <p class="muted">"No conversations yet."</p> }.into_any()
                         } else {
                             view! {
                                 <ul class="list" aria-label="Conversations">
-                                    {dms
+                                    {conversations
                                         .into_iter()
                                         .map(|d| {
                                             let label = state_label(MyView::of(Some(&d.dm), me.id));
@@ -179,30 +204,7 @@ pub fn Sidebar() -> impl IntoView {
                                                 .last_message
                                                 .clone()
                                                 .unwrap_or_else(|| label.to_owned());
-                                            let unread = d.unread_count;
-                                            let presence = d.dm.status == DmStatus::Active;
-                                            view! {
-                                                <li>
-                                                    <a href=format!("/chat/{}", d.other_user.id)>
-                                                        <Avatar user=d.other_user.clone() presence />
-                                                        <span class="name">{d.other_user.display_name()}</span>
-                                                        <span class="preview">{preview}</span>
-                                                        <span class="state">
-                                                            {(unread > 0)
-                                                                .then(|| {
-                                                                    view! {
-                                                                        <span
-                                                                            class="badge"
-                                                                            aria-label=format!("{unread} unread")
-                                                                        >
-                                                                            {unread}
-                                                                        </span>
-                                                                    }
-                                                                })}
-                                                        </span>
-                                                    </a>
-                                                </li>
-                                            }
+                                            conversation_row(d, preview)
                                         })
                                         .collect_view()}
                                 </ul>
@@ -245,6 +247,32 @@ pub fn Sidebar() -> impl IntoView {
                     .into_any()
             })}}
         </Transition>
+    }
+}
+
+/// One row of the sidebar's Requests or Conversations: avatar (with
+/// presence across an ACTIVE DM), name, `preview` and unread badge.
+fn conversation_row(d: super::DmSummary, preview: String) -> impl IntoView {
+    let unread = d.unread_count;
+    let presence = d.dm.status == DmStatus::Active;
+    view! {
+        <li>
+            <a href=format!("/chat/{}", d.other_user.id)>
+                <Avatar user=d.other_user.clone() presence />
+                <span class="name">{d.other_user.display_name()}</span>
+                <span class="preview">{preview}</span>
+                <span class="state">
+                    {(unread > 0)
+                        .then(|| {
+                            view! {
+                                <span class="badge" aria-label=format!("{unread} unread")>
+                                    {unread}
+                                </span>
+                            }
+                        })}
+                </span>
+            </a>
+        </li>
     }
 }
 
@@ -440,6 +468,21 @@ pub fn ChatPage() -> impl IntoView {
                             <input type="hidden" name="other_user_id" value=other.id.to_string() />
                             {(!dm_id.is_empty())
                                 .then(|| view! { <input type="hidden" name="dm_id" value=dm_id.clone() /> })}
+                            // An invite may carry a note for the invitee.
+                            {(act == "invite")
+                                .then(|| {
+                                    view! {
+                                        <label class="invite-note-field">
+                                            "Note"
+                                            <input
+                                                type="text"
+                                                name="note"
+                                                maxlength=super::MAX_NOTE_CHARS.to_string()
+                                                placeholder="Why you are knocking (optional)"
+                                            />
+                                        </label>
+                                    }
+                                })}
                             <button type="submit" class=format!("button-{act}")>
                                 {label}
                             </button>
@@ -457,8 +500,18 @@ pub fn ChatPage() -> impl IntoView {
                             .into_any()
                     }
                     MyView::Invited => {
+                        let note = dm.as_ref().and_then(|d| d.invite_note.clone());
                         view! {
                             <p>{other.display_name()} " wants to chat with you."</p>
+                            {note
+                                .map(|note| {
+                                    view! {
+                                        <figure class="invite-note">
+                                            <figcaption>"Their note"</figcaption>
+                                            <blockquote>{note}</blockquote>
+                                        </figure>
+                                    }
+                                })}
                             <div class="actions">
                                 {form("accept", "Accept")} {form("decline", "Decline")}
                             </div>
@@ -520,6 +573,7 @@ mod tests {
                 id: Uuid::from_u128(1),
                 status: DmStatus::Active,
                 invited_by_user_id: Uuid::from_u128(2),
+                invite_note: None,
             },
             other_user: User {
                 id: Uuid::from_u128(2),

@@ -33,7 +33,8 @@ pub enum DmStatus {
     Declined,
 }
 
-/// A DM as the API shows it: `{id, status, invited_by_user_id}`.
+/// A DM as the API shows it: `{id, status, invited_by_user_id,
+/// invite_note}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Dm {
@@ -43,7 +44,14 @@ pub struct Dm {
     pub status: DmStatus,
     /// Who sent the current invite.
     pub invited_by_user_id: Uuid,
+    /// The inviter's note with the invite, while it waits (`INVITED`);
+    /// `null` otherwise.
+    #[serde(default)]
+    pub invite_note: Option<String>,
 }
+
+/// The longest note with an invite, in characters (DESIGN §4).
+pub const MAX_NOTE_CHARS: usize = 200;
 
 /// What one side of a DM sees, by state and role (DESIGN §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,17 +149,19 @@ pub async fn get_dm(other_user_id: Uuid) -> Result<Option<Dm>, AppError> {
         .map_err(crate::error::respond)
 }
 
-/// `POST /api/dm/invite` `{other_user_id}`: invite, or re-invite after a
-/// decline. Returns the DM.
+/// `POST /api/dm/invite` `{other_user_id, note?}`: invite, or re-invite
+/// after a decline, with an optional note (at most [`MAX_NOTE_CHARS`]
+/// characters, the character rules of messages). Returns the DM.
 ///
 /// # Errors
-/// 400 inviting myself; 404 unknown user; 409 a repeat invite (or inviting
-/// someone I blocked); 429 too many invites.
+/// 400 inviting myself or a note that breaks the rules; 404 unknown user;
+/// 409 a repeat invite (or inviting someone I blocked); 429 too many
+/// invites.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/invite", input = server_fn::codec::Json)]
-pub async fn invite(other_user_id: Uuid) -> Result<Dm, AppError> {
+pub async fn invite(other_user_id: Uuid, note: Option<String>) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::invite(&state, me.id, other_user_id)
+    server::invite(&state, me.id, other_user_id, note.as_deref())
         .await
         .map_err(crate::error::respond)
 }
@@ -222,8 +232,9 @@ pub async fn unblock(user_id: Uuid) -> Result<(), AppError> {
 }
 
 /// The form twin of the handshake actions, for `ActionForm`: `action` is
-/// `invite`, `accept` or `decline`; `other_user_id` names the chat page
-/// to return to. Redirects to `/chat/{other_user_id}`.
+/// `invite` (with an optional `note`), `accept` or `decline`;
+/// `other_user_id` names the chat page to return to. Redirects to
+/// `/chat/{other_user_id}`.
 ///
 /// # Errors
 /// As the JSON endpoints.
@@ -232,11 +243,12 @@ pub async fn dm_form(
     action: String,
     other_user_id: Uuid,
     dm_id: Option<Uuid>,
+    note: Option<String>,
 ) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     let result = match (action.as_str(), dm_id) {
-        ("invite", _) => server::invite(&state, me.id, other_user_id).await,
+        ("invite", _) => server::invite(&state, me.id, other_user_id, note.as_deref()).await,
         ("accept", Some(dm_id)) => {
             server::answer(&state, me.id, dm_id, server::Answer::Accept).await
         }

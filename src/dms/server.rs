@@ -76,14 +76,15 @@ async fn is_blocked(pool: &PgPool, blocker: Uuid, blocked: Uuid) -> Result<bool,
 /// 404 when `other` is not a live user; 500 on a database error.
 pub async fn get(pool: &PgPool, me: Uuid, other: Uuid) -> Result<Option<Dm>, AppError> {
     let (a, b) = ordered(me, other);
-    let (live, id, status, invited_by_user_id): (
+    let (live, id, status, invited_by_user_id, invite_note): (
         bool,
         Option<Uuid>,
         Option<DmStatus>,
         Option<Uuid>,
+        Option<String>,
     ) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL),
-                    d.id, d.status, d.invited_by_user_id
+                    d.id, d.status, d.invited_by_user_id, d.invite_note
              FROM (SELECT 1) AS one
              LEFT JOIN dms d ON d.user_a_id = $1 AND d.user_b_id = $2",
     )
@@ -100,9 +101,32 @@ pub async fn get(pool: &PgPool, me: Uuid, other: Uuid) -> Result<Option<Dm>, App
             id,
             status,
             invited_by_user_id,
+            invite_note,
         }),
         _ => None,
     })
+}
+
+/// The note with an invite: trimmed, line breaks as `\n`; `None` when
+/// absent or empty.
+///
+/// # Errors
+/// 400 over [`super::MAX_NOTE_CHARS`] characters or holding a control
+/// character other than newline and tab.
+pub fn check_note(note: Option<&str>) -> Result<Option<String>, AppError> {
+    let Some(note) = note else {
+        return Ok(None);
+    };
+    let note = note.trim().replace("\r\n", "\n").replace('\r', "\n");
+    crate::error::refuse_control_characters(&note, "A note")?;
+    match note.chars().count() {
+        0 => Ok(None),
+        n if n > super::MAX_NOTE_CHARS => Err(AppError::BadRequest(format!(
+            "A note can have at most {} characters; this one has {n}.",
+            super::MAX_NOTE_CHARS
+        ))),
+        _ => Ok(Some(note)),
+    }
 }
 
 /// `me` invites `other` (see the module table).
@@ -111,11 +135,17 @@ pub async fn get(pool: &PgPool, me: Uuid, other: Uuid) -> Result<Option<Dm>, App
 /// 400 inviting oneself; 404 unknown or deleted user; 409 a repeat invite,
 /// or inviting a user `me` blocked; 429 over the invite rate.
 #[tracing::instrument(skip_all, fields(%me, %other))]
-pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppError> {
+pub async fn invite(
+    state: &AppState,
+    me: Uuid,
+    other: Uuid,
+    note: Option<&str>,
+) -> Result<Dm, AppError> {
     let pool = &state.pool;
     if me == other {
         return Err(AppError::BadRequest("You cannot invite yourself.".into()));
     }
+    let note = check_note(note)?;
     if !live_user_exists(pool, other).await? {
         return Err(AppError::NotFound);
     }
@@ -134,7 +164,7 @@ pub async fn invite(state: &AppState, me: Uuid, other: Uuid) -> Result<Dm, AppEr
     }
     let mut tx = pool.begin().await?;
     let before = dm_state(&mut tx, me, other).await?;
-    let dm = invite_in(&mut tx, me, other).await?;
+    let dm = invite_in(&mut tx, me, other, note.as_deref()).await?;
     // Only a change is news; an unchanged DM (see the table) is not.
     let events = if before.as_ref() == Some(&dm) {
         Vec::new()
@@ -152,7 +182,7 @@ async fn dm_state(
 ) -> Result<Option<Dm>, sqlx::Error> {
     let (a, b) = ordered(me, other);
     sqlx::query_as(
-        "SELECT id, status, invited_by_user_id FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
+        "SELECT id, status, invited_by_user_id, invite_note FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
     )
     .bind(a)
     .bind(b)
@@ -164,17 +194,19 @@ async fn invite_in(
     tx: &mut Transaction<'_, Postgres>,
     me: Uuid,
     other: Uuid,
+    note: Option<&str>,
 ) -> Result<Dm, AppError> {
     let (a, b) = ordered(me, other);
     let created: Option<Dm> = sqlx::query_as(
-        "INSERT INTO dms (user_a_id, user_b_id, status, invited_by_user_id)
-         VALUES ($1, $2, 'INVITED', $3)
+        "INSERT INTO dms (user_a_id, user_b_id, status, invited_by_user_id, invite_note)
+         VALUES ($1, $2, 'INVITED', $3, $4)
          ON CONFLICT (dm_key) DO NOTHING
-         RETURNING id, status, invited_by_user_id",
+         RETURNING id, status, invited_by_user_id, invite_note",
     )
     .bind(a)
     .bind(b)
     .bind(me)
+    .bind(note)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(dm) = created {
@@ -191,7 +223,7 @@ async fn invite_in(
     }
     // The DM exists (or a concurrent invite just made it): lock and decide.
     let dm: Dm = sqlx::query_as(
-        "SELECT id, status, invited_by_user_id FROM dms
+        "SELECT id, status, invited_by_user_id, invite_note FROM dms
          WHERE user_a_id = $1 AND user_b_id = $2 FOR UPDATE",
     )
     .bind(a)
@@ -214,11 +246,13 @@ async fn invite_in(
             .execute(&mut **tx)
             .await?;
             Ok(sqlx::query_as(
-                "UPDATE dms SET status = 'INVITED', invited_by_user_id = $2, updated_at = now()
-                 WHERE id = $1 RETURNING id, status, invited_by_user_id",
+                "UPDATE dms SET status = 'INVITED', invited_by_user_id = $2, invite_note = $3,
+                        updated_at = now()
+                 WHERE id = $1 RETURNING id, status, invited_by_user_id, invite_note",
             )
             .bind(dm.id)
             .bind(me)
+            .bind(note)
             .fetch_one(&mut **tx)
             .await?)
         }
@@ -248,11 +282,12 @@ pub async fn answer(
     answer: Answer,
 ) -> Result<Dm, AppError> {
     let mut tx = state.pool.begin().await?;
-    let dm: Option<Dm> =
-        sqlx::query_as("SELECT id, status, invited_by_user_id FROM dms WHERE id = $1 FOR UPDATE")
-            .bind(dm_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let dm: Option<Dm> = sqlx::query_as(
+        "SELECT id, status, invited_by_user_id, invite_note FROM dms WHERE id = $1 FOR UPDATE",
+    )
+    .bind(dm_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let my_status: Option<String> =
         sqlx::query_scalar("SELECT status::text FROM dm_members WHERE dm_id = $1 AND user_id = $2")
             .bind(dm_id)
@@ -285,8 +320,8 @@ pub async fn answer(
     .execute(&mut *tx)
     .await?;
     let dm: Dm = sqlx::query_as(
-        "UPDATE dms SET status = $2::dm_status, updated_at = now() WHERE id = $1
-         RETURNING id, status, invited_by_user_id",
+        "UPDATE dms SET status = $2::dm_status, invite_note = NULL, updated_at = now()
+         WHERE id = $1 RETURNING id, status, invited_by_user_id, invite_note",
     )
     .bind(dm_id)
     .bind(status)
@@ -307,6 +342,7 @@ struct UserDmRow {
     dm_id: Option<Uuid>,
     dm_status: Option<DmStatus>,
     invited_by_user_id: Option<Uuid>,
+    invite_note: Option<String>,
     online: bool,
 }
 
@@ -355,12 +391,12 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
     };
     let sql = format!(
         "WITH d AS (
-           SELECT d.id, d.status, d.invited_by_user_id,
+           SELECT d.id, d.status, d.invited_by_user_id, d.invite_note,
                   CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END AS other_id
            FROM dm_members m JOIN dms d ON d.id = m.dm_id
            WHERE m.user_id = $1)
          SELECT u.id, u.username, u.first_name, u.last_name, u.image_url,
-                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id, {ONLINE}
+                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id, d.invite_note, {ONLINE}
          FROM users u
          LEFT JOIN d ON d.other_id = u.id
          WHERE u.id <> $1 AND u.deleted_at IS NULL
@@ -397,6 +433,7 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
                     id,
                     status,
                     invited_by_user_id,
+                    invite_note: r.invite_note,
                 }),
                 _ => None,
             },
@@ -409,6 +446,7 @@ struct SummaryRow {
     id: Uuid,
     status: DmStatus,
     invited_by_user_id: Uuid,
+    invite_note: Option<String>,
     other_id: Uuid,
     username: String,
     first_name: Option<String>,
@@ -439,7 +477,7 @@ async fn summaries<'c>(
     only: Option<Uuid>,
 ) -> Result<Vec<DmSummary>, sqlx::Error> {
     let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-        "SELECT d.id, d.status, d.invited_by_user_id, d.last_seq, {ONLINE}, u.id AS other_id, u.username, u.first_name,
+        "SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, d.last_seq, {ONLINE}, u.id AS other_id, u.username, u.first_name,
                 u.last_name, u.image_url,
                 (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
                  ORDER BY m.seq DESC LIMIT 1) AS last_message,
@@ -467,6 +505,7 @@ async fn summaries<'c>(
                 id: r.id,
                 status: r.status,
                 invited_by_user_id: r.invited_by_user_id,
+                invite_note: r.invite_note,
             },
             other_user: User {
                 id: r.other_id,

@@ -141,6 +141,7 @@ mod tests {
                     id: dm_id,
                     status: DmStatus::Invited,
                     invited_by_user_id: user_id,
+                    invite_note: Some("Hi from the meetup".into()),
                 },
                 other_user: User {
                     id: user_id,
