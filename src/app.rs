@@ -10,7 +10,7 @@ use leptos_router::{
 use crate::{
     auth::components::{SignInPage, provide_session},
     components::layout::Layout,
-    dms::components::{ChatPage, provide_handshake},
+    dms::components::{BlockedPage, ChatPage, provide_handshake},
     realtime::provide_live,
 };
 
@@ -83,6 +83,7 @@ pub fn App() -> impl IntoView {
                     // works before (and without) the WASM bundle.
                     <Route path=StaticSegment("") view=HomePage ssr=SsrMode::InOrder />
                     <Route path=StaticSegment("sign-in") view=SignInPage ssr=SsrMode::InOrder />
+                    <Route path=StaticSegment("blocked") view=BlockedPage ssr=SsrMode::InOrder />
                     <Route
                         path=(StaticSegment("chat"), ParamSegment("user_id"))
                         view=ChatPage

@@ -751,3 +751,47 @@ async fn an_invite_carries_a_note_until_it_is_answered(pool: PgPool) {
     let blank = noted(&ada, &cy, json!("   ")).await.json();
     assert_eq!(blank["invite_note"], Value::Null);
 }
+
+#[sqlx::test]
+async fn the_blocked_list_holds_whom_i_blocked_and_the_form_redirects_back(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    let cy = common::person(&pool, "cy").await;
+    let blocked = |who: &Person| {
+        let (state, who) = (state.clone(), who.clone());
+        async move {
+            let reply = call(&state, Some(&who), "users/blocked", json!({})).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            reply
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["username"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(blocked(&ada).await.is_empty());
+    let form = |action: &str, user: &Person, back: &str| {
+        Request::post("/api/users/block-form")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "text/html")
+            .header(header::AUTHORIZATION, format!("Bearer {}", ada.token))
+            .body(Body::from(format!(
+                "action={action}&user_id={}&back={back}",
+                user.id
+            )))
+            .unwrap()
+    };
+    let reply = common::send(state.clone(), form("block", &cy, "chat")).await;
+    assert_eq!(reply.headers["location"], format!("/chat/{}", cy.id));
+    common::send(state.clone(), form("block", &bob, "chat")).await;
+    assert_eq!(blocked(&ada).await, ["bob", "cy"]);
+    // Only mine: Bob has blocked nobody.
+    assert!(blocked(&bob).await.is_empty());
+    let reply = common::send(state.clone(), form("unblock", &bob, "blocked")).await;
+    assert_eq!(reply.headers["location"], "/blocked");
+    assert_eq!(blocked(&ada).await, ["cy"]);
+    let reply = common::send(state.clone(), form("ignore", &cy, "chat")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(blocked(&ada).await, ["cy"]);
+}

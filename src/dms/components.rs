@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 
 use leptos::prelude::*;
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::{
+    components::Form,
+    hooks::{use_params_map, use_query_map},
+};
 use uuid::Uuid;
 
 use leptos_meta::Title;
 
-use super::{DmForm, DmStatus, MyView, get_dm, list_dms, list_users};
+use super::{BlockForm, DmForm, DmStatus, MyView, blocked_users, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
     components::{avatar::Avatar, notify::NotificationsButton},
@@ -23,9 +26,17 @@ use crate::{
 #[derive(Clone, Copy)]
 pub struct Handshake(pub ServerAction<DmForm>);
 
-/// Creates the [`Handshake`] action and provides it. Call once, in `App`.
+/// The block and unblock action, shared by the chat page and the blocked
+/// people page (which dispatch it) and the sidebar (which refetches when it
+/// completes: a blocked person leaves its lists).
+#[derive(Clone, Copy)]
+pub struct Blocking(pub ServerAction<BlockForm>);
+
+/// Creates the [`Handshake`] and [`Blocking`] actions and provides them.
+/// Call once, in `App`.
 pub fn provide_handshake() {
     provide_context(Handshake(ServerAction::<DmForm>::new()));
+    provide_context(Blocking(ServerAction::<BlockForm>::new()));
 }
 
 /// The sidebar: incoming invites, conversations and people (with search).
@@ -33,6 +44,7 @@ pub fn provide_handshake() {
 pub fn Sidebar() -> impl IntoView {
     let Session { info, .. } = expect_context::<Session>();
     let Handshake(action) = expect_context::<Handshake>();
+    let Blocking(blocking) = expect_context::<Blocking>();
     let query = use_query_map();
     let search = move || query.read().get("q").unwrap_or_default();
     // Signed out, nothing is fetched (the lists would only say 401).
@@ -46,6 +58,7 @@ pub fn Sidebar() -> impl IntoView {
         move || {
             (
                 action.version().get(),
+                blocking.version().get(),
                 live.dms.get(),
                 live.resyncs.get(),
                 refetch.get(),
@@ -102,8 +115,15 @@ pub fn Sidebar() -> impl IntoView {
     });
     // A handshake step's `dm` event patches a person's state label below.
     let people = Resource::new(
-        move || (search(), action.version().get(), live.dms.get()),
-        move |(q, _, _)| async move {
+        move || {
+            (
+                search(),
+                action.version().get(),
+                blocking.version().get(),
+                live.dms.get(),
+            )
+        },
+        move |(q, _, _, _)| async move {
             if signed_in(info).await {
                 list_users((!q.is_empty()).then_some(q)).await
             } else {
@@ -243,6 +263,9 @@ pub fn Sidebar() -> impl IntoView {
                                 .collect_view()}
                         </ul>
                     </section>
+                    <nav class="sidebar-more" aria-label="More">
+                        <a href="/blocked">"Blocked people"</a>
+                    </nav>
                 }
                     .into_any()
             })}}
@@ -369,6 +392,23 @@ pub fn ChatPage() -> impl IntoView {
         }
     });
     let live = expect_context::<Live>();
+    let Blocking(blocking) = expect_context::<Blocking>();
+    // Whether I blocked this person (the page then offers only Unblock).
+    let blocked = Resource::new(
+        move || (other_id(), blocking.version().get()),
+        move |(id, _)| async move {
+            match id {
+                Some(id) if signed_in(info).await => blocked_users()
+                    .await
+                    .map(|users| users.iter().any(|u| u.id == id)),
+                _ => Ok(false),
+            }
+        },
+    );
+    // `?confirm=block`: the confirmation dialog is open (a GET form opens
+    // it, so it works without WASM too).
+    let query = use_query_map();
+    let confirming = move || query.read().get("confirm").as_deref() == Some("block");
     let thread = ThreadState::new();
     // The DM with this person as the last `dm` event told it, with the
     // `seq` of its newest message.
@@ -422,15 +462,17 @@ pub fn ChatPage() -> impl IntoView {
         },
     );
     let error = move || {
-        action
-            .value()
-            .get()
-            .and_then(Result::err)
+        let handshake = action.value().get().and_then(Result::err);
+        let block = blocking.value().get().and_then(Result::err);
+        handshake
+            .or(block)
             .map(|e| view! { <p class="form-error" role="alert">{e.to_string()}</p> })
     };
     view! {
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
+            {move || {
+                let confirm = confirming();
+                Suspend::new(async move {
                 let me = match info.await {
                     Ok(SessionInfo { user: Some(me), .. }) => me,
                     _ => {
@@ -453,6 +495,7 @@ pub fn ChatPage() -> impl IntoView {
                     }
                         .into_any();
                 };
+                let is_blocked = blocked.await.unwrap_or(false);
                 let my_view = MyView::of(dm.as_ref(), me.id);
                 // Presence only across an ACTIVE DM.
                 let avatar = {
@@ -489,7 +532,25 @@ pub fn ChatPage() -> impl IntoView {
                         </ActionForm>
                     }
                 };
+                let block_form = move |act: &'static str, label: &'static str| {
+                    view! {
+                        <ActionForm action=blocking>
+                            <input type="hidden" name="action" value=act />
+                            <input type="hidden" name="user_id" value=other.id.to_string() />
+                            <button type="submit" class=format!("button-{act}")>
+                                {label}
+                            </button>
+                        </ActionForm>
+                    }
+                };
                 let body = match my_view {
+                    _ if is_blocked => {
+                        view! {
+                            <p>"You blocked this person"</p>
+                            {block_form("unblock", "Unblock")}
+                        }
+                            .into_any()
+                    }
                     MyView::None => form("invite", "Start chat").into_any(),
                     MyView::InviteSent => {
                         view! {
@@ -541,20 +602,133 @@ pub fn ChatPage() -> impl IntoView {
                             .into_any()
                     }
                 };
+                let name = other.display_name();
+                // Blocking asks first, saying what it does.
+                let dialog = (confirm && !is_blocked).then(|| {
+                    view! {
+                        <div class="dialog-backdrop">
+                            <div
+                                class="dialog"
+                                role="dialog"
+                                aria-modal="true"
+                                aria-labelledby="block-title"
+                                aria-describedby="block-text"
+                            >
+                                <h2 id="block-title">"Block " {name.clone()} "?"</h2>
+                                <p id="block-text">
+                                    "They will not be able to message you or send you invites, "
+                                    "and neither of you will see the other online. "
+                                    "They are not told, and you can unblock them later."
+                                </p>
+                                <div class="actions">
+                                    {block_form("block", "Block")}
+                                    <Form method="GET" action=format!("/chat/{}", other.id)>
+                                        <button type="submit">"Cancel"</button>
+                                    </Form>
+                                </div>
+                            </div>
+                        </div>
+                    }
+                });
                 view! {
                     <section class="chat" aria-labelledby="chat-title">
                         <header class="chat-header">
                             {avatar}
-                            <h1 id="chat-title">{other.display_name()}</h1>
+                            <h1 id="chat-title">{name}</h1>
                             <span class="username">"@" {other.username.clone()}</span>
+                            {(!is_blocked)
+                                .then(|| {
+                                    view! {
+                                        <Form method="GET" action="" attr:class="block-opener">
+                                            <input type="hidden" name="confirm" value="block" />
+                                            <button type="submit">"Block"</button>
+                                        </Form>
+                                    }
+                                })}
                         </header>
                         <div class="handshake">{body}</div>
+                        {dialog}
                     </section>
                 }
                     .into_any()
-            })}
+            })}}
         </Transition>
         {error}
+    }
+}
+
+/// `/blocked`: the people I blocked, each with **Unblock**.
+#[component]
+pub fn BlockedPage() -> impl IntoView {
+    let Session { info, .. } = expect_context::<Session>();
+    let Blocking(blocking) = expect_context::<Blocking>();
+    let list = Resource::new(
+        move || blocking.version().get(),
+        move |_| async move {
+            if signed_in(info).await {
+                blocked_users().await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+    );
+    view! {
+        <Title text="Blocked people" />
+        <section class="blocked" aria-labelledby="blocked-title">
+            <h1 id="blocked-title">"Blocked people"</h1>
+            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match list.await {
+                        Ok(None) => {
+                            view! {
+                                <p>
+                                    <a href="/sign-in">"Sign in"</a>
+                                    " to see whom you blocked."
+                                </p>
+                            }
+                                .into_any()
+                        }
+                        Ok(Some(users)) if users.is_empty() => {
+                            view! { <p class="muted">"You have not blocked anyone."</p> }.into_any()
+                        }
+                        Ok(Some(users)) => {
+                            view! {
+                                <p class="muted">
+                                    "They cannot message you or send you invites, and do not see you online."
+                                </p>
+                                <ul class="list" aria-label="Blocked people">
+                                    {users
+                                        .into_iter()
+                                        .map(|user| {
+                                            view! {
+                                                <li>
+                                                    <span class="person">
+                                                        <Avatar user=user.clone() />
+                                                        <span class="name">{user.display_name()}</span>
+                                                        <span class="username">"@" {user.username.clone()}</span>
+                                                    </span>
+                                                    <ActionForm action=blocking>
+                                                        <input type="hidden" name="action" value="unblock" />
+                                                        <input type="hidden" name="user_id" value=user.id.to_string() />
+                                                        <input type="hidden" name="back" value="blocked" />
+                                                        <button type="submit">"Unblock"</button>
+                                                    </ActionForm>
+                                                </li>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </ul>
+                            }
+                                .into_any()
+                        }
+                        Err(error) => {
+                            view! { <p class="form-error" role="alert">{error.to_string()}</p> }
+                                .into_any()
+                        }
+                    }
+                })}
+            </Transition>
+        </section>
     }
 }
 

@@ -231,6 +231,52 @@ pub async fn unblock(user_id: Uuid) -> Result<(), AppError> {
         .map_err(crate::error::respond)
 }
 
+/// `POST /api/users/blocked` `{}`: the live users I blocked, by username.
+///
+/// # Errors
+/// 401 without a session.
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/blocked", input = server_fn::codec::Json)]
+pub async fn blocked_users() -> Result<Vec<User>, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::blocked_users(&state.pool, me.id)
+        .await
+        .map_err(crate::error::respond)
+}
+
+/// The form twin of `users/block` and `users/unblock`, for `ActionForm`:
+/// `action` is `block` or `unblock`. Redirects to `/blocked` when `back`
+/// is `blocked`, else to `/chat/{user_id}`.
+///
+/// # Errors
+/// As the JSON endpoints; 400 for another `action`.
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/block-form")]
+pub async fn block_form(
+    action: String,
+    user_id: Uuid,
+    back: Option<String>,
+) -> Result<(), AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    let on = match action.as_str() {
+        "block" => true,
+        "unblock" => false,
+        _ => {
+            return Err(crate::error::respond(AppError::BadRequest(
+                "unknown action".into(),
+            )));
+        }
+    };
+    server::set_block(&state, me.id, user_id, on)
+        .await
+        .map_err(crate::error::respond)?;
+    match back.as_deref() {
+        Some("blocked") => leptos_axum::redirect("/blocked"),
+        _ => leptos_axum::redirect(&format!("/chat/{user_id}")),
+    }
+    Ok(())
+}
+
 /// The form twin of the handshake actions, for `ActionForm`: `action` is
 /// `invite` (with an optional `note`), `accept` or `decline`;
 /// `other_user_id` names the chat page to return to. Redirects to

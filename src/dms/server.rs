@@ -594,6 +594,22 @@ pub async fn set_block(state: &AppState, me: Uuid, other: Uuid, on: bool) -> Res
     Ok(())
 }
 
+/// The live users `me` blocked, by username.
+///
+/// # Errors
+/// 500 on a database error.
+pub async fn blocked_users(pool: &PgPool, me: Uuid) -> Result<Vec<User>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT u.id, u.username, u.first_name, u.last_name, u.image_url
+           FROM blocks b JOIN users u ON u.id = b.blocked_id
+          WHERE b.blocker_id = $1 AND u.deleted_at IS NULL
+          ORDER BY lower(u.username)",
+    )
+    .bind(me)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// `me`'s view of one of their DMs: its state and the other member.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Counterpart {
