@@ -622,8 +622,12 @@ async fn every_endpoint_answers_malformed_payloads_with_a_4xx(pool: PgPool) {
         ),
         (
             "dm/invite",
-            vec![("other_user_id", Field::Uuid, bob_id.clone())],
+            vec![
+                ("other_user_id", Field::Uuid, bob_id.clone()),
+                ("note", Field::Text, "\"hello\"".into()),
+            ],
         ),
+        ("users/blocked", vec![]),
         ("dm/accept", vec![("dm_id", Field::Uuid, dm.clone())]),
         ("dm/decline", vec![("dm_id", Field::Uuid, dm.clone())]),
         ("dm/list", vec![]),
