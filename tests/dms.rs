@@ -795,3 +795,64 @@ async fn the_blocked_list_holds_whom_i_blocked_and_the_form_redirects_back(pool:
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(blocked(&ada).await, ["cy"]);
 }
+
+#[sqlx::test]
+async fn mute_is_per_member_and_only_for_an_active_dm(pool: PgPool) {
+    let (state, ada, bob) = setup(&pool).await;
+    let cy = common::person(&pool, "cy").await;
+    let dm = invite(&state, &ada, &bob).await.json();
+    let mute = |who: &Person, muted: bool| {
+        let (state, who, dm_id) = (state.clone(), who.clone(), dm["id"].clone());
+        async move {
+            call(
+                &state,
+                Some(&who),
+                "dm/mute",
+                json!({ "dm_id": dm_id, "muted": muted }),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(
+        mute(&ada, true).await,
+        StatusCode::CONFLICT,
+        "not while invited"
+    );
+    answer(&state, &bob, "accept", &dm).await;
+    assert_eq!(
+        mute(&cy, true).await,
+        StatusCode::NOT_FOUND,
+        "not someone else's"
+    );
+
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE user_id = $1")
+        .bind(ada.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mute(&ada, true).await, StatusCode::OK);
+    assert_eq!(get(&state, &ada, &bob).await["muted"], true);
+    assert_eq!(
+        get(&state, &bob, &ada).await["muted"],
+        false,
+        "Bob's side is his"
+    );
+    let rows = call(&state, Some(&ada), "dm/list", json!({})).await.json();
+    assert_eq!(rows[0]["muted"], true);
+    // Ada's other devices hear of it; Bob hears nothing.
+    let ada_events: Vec<Value> =
+        sqlx::query_scalar("SELECT payload FROM events WHERE user_id = $1 ORDER BY id OFFSET $2")
+            .bind(ada.id)
+            .bind(events_before)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(ada_events.len(), 1);
+    assert_eq!(ada_events[0]["muted"], true);
+
+    // Muting again changes nothing; unmuting restores it.
+    assert_eq!(mute(&ada, true).await, StatusCode::OK);
+    assert_eq!(mute(&ada, false).await, StatusCode::OK);
+    assert_eq!(get(&state, &ada, &bob).await["muted"], false);
+}

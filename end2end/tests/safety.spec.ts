@@ -57,3 +57,28 @@ for (const javaScriptEnabled of [true, false]) {
     await bob.context.close();
   });
 }
+
+test("a muted conversation keeps its unread badge but leaves the tab title alone", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  await ada.page.getByRole("button", { name: "Mute", exact: true }).click();
+  await expect(ada.page.getByRole("button", { name: "Unmute" })).toBeVisible();
+
+  await ada.page.goto("/");
+  await sendMessage(bob, "quiet please");
+  await expect(ada.page.getByLabel("1 unread, muted")).toBeVisible();
+  await expect(ada.page).toHaveTitle("Knock");
+
+  // Unmuted, what arrives counts in the title again.
+  await openChat(ada, bob);
+  await ada.page.getByRole("button", { name: "Unmute" }).click();
+  await expect(ada.page.getByRole("button", { name: "Mute", exact: true })).toBeVisible();
+  await ada.page.goto("/");
+  await sendMessage(bob, "now you hear me");
+  await expect(ada.page.getByLabel("1 unread", { exact: true })).toBeVisible();
+  await expect(ada.page).toHaveTitle("(1) Knock");
+
+  await ada.context.close();
+  await bob.context.close();
+});

@@ -161,12 +161,23 @@ pub fn Sidebar() -> impl IntoView {
                         online.insert(d.other_user.id, d.online);
                     }
                 });
+                #[cfg(feature = "hydrate")]
+                live.muted.update(|muted| {
+                    for d in &dms {
+                        muted.insert(d.dm.id, d.dm.muted);
+                    }
+                });
                 // Invites waiting on me are kept apart from conversations.
                 let (requests, conversations): (Vec<_>, Vec<_>) = dms
                     .into_iter()
                     .partition(|d| MyView::of(Some(&d.dm), me.id) == MyView::Invited);
-                // The tab title counts unread messages: "(3) Knock".
-                let unread_total: i64 = conversations.iter().map(|d| d.unread_count).sum();
+                // The tab title counts unread messages, muted DMs' aside:
+                // "(3) Knock".
+                let unread_total: i64 = conversations
+                    .iter()
+                    .filter(|d| !d.dm.muted)
+                    .map(|d| d.unread_count)
+                    .sum();
                 let waiting = requests.len();
                 view! {
                     <Title formatter=move |text: String| match unread_total {
@@ -277,6 +288,7 @@ pub fn Sidebar() -> impl IntoView {
 /// presence across an ACTIVE DM), name, `preview` and unread badge.
 fn conversation_row(d: super::DmSummary, preview: String) -> impl IntoView {
     let unread = d.unread_count;
+    let muted = d.dm.muted;
     let presence = d.dm.status == DmStatus::Active;
     view! {
         <li>
@@ -288,7 +300,15 @@ fn conversation_row(d: super::DmSummary, preview: String) -> impl IntoView {
                     {(unread > 0)
                         .then(|| {
                             view! {
-                                <span class="badge" aria-label=format!("{unread} unread")>
+                                <span
+                                    class="badge"
+                                    class:muted=muted
+                                    aria-label=if muted {
+                                        format!("{unread} unread, muted")
+                                    } else {
+                                        format!("{unread} unread")
+                                    }
+                                >
                                     {unread}
                                 </span>
                             }
@@ -603,6 +623,14 @@ pub fn ChatPage() -> impl IntoView {
                     }
                 };
                 let name = other.display_name();
+                // An ACTIVE DM can be muted, per member.
+                let mute_button = (my_view == MyView::Active && !is_blocked).then(|| {
+                    if dm.as_ref().is_some_and(|d| d.muted) {
+                        form("unmute", "Unmute").into_any()
+                    } else {
+                        form("mute", "Mute").into_any()
+                    }
+                });
                 // Blocking asks first, saying what it does.
                 let dialog = (confirm && !is_blocked).then(|| {
                     view! {
@@ -636,6 +664,7 @@ pub fn ChatPage() -> impl IntoView {
                             {avatar}
                             <h1 id="chat-title">{name}</h1>
                             <span class="username">"@" {other.username.clone()}</span>
+                            {mute_button}
                             {(!is_blocked)
                                 .then(|| {
                                     view! {
@@ -748,6 +777,7 @@ mod tests {
                 status: DmStatus::Active,
                 invited_by_user_id: Uuid::from_u128(2),
                 invite_note: None,
+                muted: false,
             },
             other_user: User {
                 id: Uuid::from_u128(2),

@@ -48,6 +48,11 @@ pub struct Dm {
     /// `null` otherwise.
     #[serde(default)]
     pub invite_note: Option<String>,
+    /// Whether I muted it (only an ACTIVE DM can be muted): its unread
+    /// count stays out of the tab title, and it raises no notification.
+    #[serde(default)]
+    #[cfg_attr(feature = "ssr", sqlx(default))]
+    pub muted: bool,
 }
 
 /// The longest note with an invite, in characters (DESIGN §4).
@@ -192,6 +197,20 @@ pub async fn decline(dm_id: Uuid) -> Result<Dm, AppError> {
         .map_err(crate::error::respond)
 }
 
+/// `POST /api/dm/mute` `{dm_id, muted}`: mutes (or unmutes) my side of an
+/// ACTIVE DM, on every device of mine (a `dm` event tells them).
+///
+/// # Errors
+/// 404 unknown DM or not mine; 409 when it is not ACTIVE.
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/mute", input = server_fn::codec::Json)]
+pub async fn mute(dm_id: Uuid, muted: bool) -> Result<(), AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::set_muted(&state, me.id, dm_id, muted)
+        .await
+        .map_err(crate::error::respond)
+}
+
 /// `POST /api/dm/list` `{}`: my DMs, most recent first.
 ///
 /// # Errors
@@ -278,7 +297,8 @@ pub async fn block_form(
 }
 
 /// The form twin of the handshake actions, for `ActionForm`: `action` is
-/// `invite` (with an optional `note`), `accept` or `decline`;
+/// `invite` (with an optional `note`), `accept`, `decline`, `mute` or
+/// `unmute`;
 /// `other_user_id` names the chat page to return to. Redirects to
 /// `/chat/{other_user_id}`.
 ///
@@ -300,6 +320,12 @@ pub async fn dm_form(
         }
         ("decline", Some(dm_id)) => {
             server::answer(&state, me.id, dm_id, server::Answer::Decline).await
+        }
+        (mute @ ("mute" | "unmute"), Some(dm_id)) => {
+            server::set_muted(&state, me.id, dm_id, mute == "mute").await?;
+            server::get(&state.pool, me.id, other_user_id)
+                .await
+                .and_then(|dm| dm.ok_or(AppError::NotFound))
         }
         _ => Err(AppError::BadRequest("unknown action".into())),
     };

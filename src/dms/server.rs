@@ -76,32 +76,38 @@ async fn is_blocked(pool: &PgPool, blocker: Uuid, blocked: Uuid) -> Result<bool,
 /// 404 when `other` is not a live user; 500 on a database error.
 pub async fn get(pool: &PgPool, me: Uuid, other: Uuid) -> Result<Option<Dm>, AppError> {
     let (a, b) = ordered(me, other);
-    let (live, id, status, invited_by_user_id, invite_note): (
-        bool,
-        Option<Uuid>,
-        Option<DmStatus>,
-        Option<Uuid>,
-        Option<String>,
-    ) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL),
-                    d.id, d.status, d.invited_by_user_id, d.invite_note
-             FROM (SELECT 1) AS one
-             LEFT JOIN dms d ON d.user_a_id = $1 AND d.user_b_id = $2",
+    #[derive(sqlx::FromRow)]
+    struct Lookup {
+        live: bool,
+        id: Option<Uuid>,
+        status: Option<DmStatus>,
+        invited_by_user_id: Option<Uuid>,
+        invite_note: Option<String>,
+        muted: Option<bool>,
+    }
+    let found: Lookup = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL) AS live,
+                d.id, d.status, d.invited_by_user_id, d.invite_note,
+                (SELECT m.muted FROM dm_members m WHERE m.dm_id = d.id AND m.user_id = $4) AS muted
+         FROM (SELECT 1) AS one
+         LEFT JOIN dms d ON d.user_a_id = $1 AND d.user_b_id = $2",
     )
     .bind(a)
     .bind(b)
     .bind(other)
+    .bind(me)
     .fetch_one(pool)
     .await?;
-    if other != me && !live {
+    if other != me && !found.live {
         return Err(AppError::NotFound);
     }
-    Ok(match (id, status, invited_by_user_id) {
+    Ok(match (found.id, found.status, found.invited_by_user_id) {
         (Some(id), Some(status), Some(invited_by_user_id)) => Some(Dm {
             id,
             status,
             invited_by_user_id,
-            invite_note,
+            invite_note: found.invite_note,
+            muted: found.muted.unwrap_or(false),
         }),
         _ => None,
     })
@@ -182,10 +188,13 @@ async fn dm_state(
 ) -> Result<Option<Dm>, sqlx::Error> {
     let (a, b) = ordered(me, other);
     sqlx::query_as(
-        "SELECT id, status, invited_by_user_id, invite_note FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
+        "SELECT id, status, invited_by_user_id, invite_note,
+                (SELECT m.muted FROM dm_members m WHERE m.dm_id = dms.id AND m.user_id = $3) AS muted
+         FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
     )
     .bind(a)
     .bind(b)
+    .bind(me)
     .fetch_optional(&mut **tx)
     .await
 }
@@ -223,11 +232,13 @@ async fn invite_in(
     }
     // The DM exists (or a concurrent invite just made it): lock and decide.
     let dm: Dm = sqlx::query_as(
-        "SELECT id, status, invited_by_user_id, invite_note FROM dms
-         WHERE user_a_id = $1 AND user_b_id = $2 FOR UPDATE",
+        "SELECT id, status, invited_by_user_id, invite_note,
+                (SELECT m.muted FROM dm_members m WHERE m.dm_id = dms.id AND m.user_id = $3) AS muted
+         FROM dms WHERE user_a_id = $1 AND user_b_id = $2 FOR UPDATE",
     )
     .bind(a)
     .bind(b)
+    .bind(me)
     .fetch_one(&mut **tx)
     .await?;
     match dm.status {
@@ -343,6 +354,7 @@ struct UserDmRow {
     dm_status: Option<DmStatus>,
     invited_by_user_id: Option<Uuid>,
     invite_note: Option<String>,
+    muted: Option<bool>,
     online: bool,
 }
 
@@ -391,12 +403,13 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
     };
     let sql = format!(
         "WITH d AS (
-           SELECT d.id, d.status, d.invited_by_user_id, d.invite_note,
+           SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, m.muted,
                   CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END AS other_id
            FROM dm_members m JOIN dms d ON d.id = m.dm_id
            WHERE m.user_id = $1)
          SELECT u.id, u.username, u.first_name, u.last_name, u.image_url,
-                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id, d.invite_note, {ONLINE}
+                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id, d.invite_note, d.muted,
+                {ONLINE}
          FROM users u
          LEFT JOIN d ON d.other_id = u.id
          WHERE u.id <> $1 AND u.deleted_at IS NULL
@@ -434,6 +447,7 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
                     status,
                     invited_by_user_id,
                     invite_note: r.invite_note,
+                    muted: r.muted.unwrap_or(false),
                 }),
                 _ => None,
             },
@@ -447,6 +461,7 @@ struct SummaryRow {
     status: DmStatus,
     invited_by_user_id: Uuid,
     invite_note: Option<String>,
+    muted: bool,
     other_id: Uuid,
     username: String,
     first_name: Option<String>,
@@ -477,7 +492,7 @@ async fn summaries<'c>(
     only: Option<Uuid>,
 ) -> Result<Vec<DmSummary>, sqlx::Error> {
     let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-        "SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, d.last_seq, {ONLINE}, u.id AS other_id, u.username, u.first_name,
+        "SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, me.muted, d.last_seq, {ONLINE}, u.id AS other_id, u.username, u.first_name,
                 u.last_name, u.image_url,
                 (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
                  ORDER BY m.seq DESC LIMIT 1) AS last_message,
@@ -506,6 +521,7 @@ async fn summaries<'c>(
                 status: r.status,
                 invited_by_user_id: r.invited_by_user_id,
                 invite_note: r.invite_note,
+                muted: r.muted,
             },
             other_user: User {
                 id: r.other_id,
@@ -590,6 +606,56 @@ pub async fn set_block(state: &AppState, me: Uuid, other: Uuid, on: bool) -> Res
             ));
         }
     }
+    realtime::commit_with_events(tx, &state.hub.wakeups, &events).await?;
+    Ok(())
+}
+
+/// `me` mutes (`muted`) or unmutes their side of DM `dm_id`; `me`'s other
+/// tabs and devices hear of it through a `dm` event.
+///
+/// # Errors
+/// 404 when the DM does not exist or `me` is not in it; 409 when it is not
+/// ACTIVE.
+pub async fn set_muted(
+    state: &AppState,
+    me: Uuid,
+    dm_id: Uuid,
+    muted: bool,
+) -> Result<(), AppError> {
+    let mut tx = state.pool.begin().await?;
+    let status: Option<DmStatus> = sqlx::query_scalar(
+        "SELECT d.status FROM dms d JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
+          WHERE d.id = $1 FOR UPDATE OF m",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match status {
+        None => return Err(AppError::NotFound),
+        Some(DmStatus::Active) => {}
+        Some(_) => {
+            return Err(AppError::Conflict(
+                "Only an active conversation can be muted.".into(),
+            ));
+        }
+    }
+    let changed = sqlx::query(
+        "UPDATE dm_members SET muted = $3, updated_at = now()
+          WHERE dm_id = $1 AND user_id = $2 AND muted <> $3",
+    )
+    .bind(dm_id)
+    .bind(me)
+    .bind(muted)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    let events = if changed {
+        dm_events(&mut tx, &[me], dm_id).await?
+    } else {
+        Vec::new()
+    };
     realtime::commit_with_events(tx, &state.hub.wakeups, &events).await?;
     Ok(())
 }

@@ -142,6 +142,7 @@ mod tests {
                     status: DmStatus::Invited,
                     invited_by_user_id: user_id,
                     invite_note: Some("Hi from the meetup".into()),
+                    muted: false,
                 },
                 other_user: User {
                     id: user_id,

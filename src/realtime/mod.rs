@@ -43,6 +43,9 @@ pub struct Live {
     pub me: Signal<Option<Uuid>>,
     /// Presence heard since the page loaded, by user (newer than lists).
     pub online: RwSignal<HashMap<Uuid, bool>>,
+    /// Whether I muted each DM, by DM id, as the conversation list and the
+    /// `dm` events said: a muted DM raises no notification.
+    pub muted: RwSignal<HashMap<Uuid, bool>>,
     listeners: StoredValue<Vec<(u64, Listener)>>,
     next_listener: StoredValue<u64>,
 }
@@ -89,6 +92,7 @@ pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
         reconnecting: RwSignal::new(false),
         me,
         online: RwSignal::new(HashMap::new()),
+        muted: RwSignal::new(HashMap::new()),
         dm_rows: RwSignal::new(HashMap::new()),
         listeners: StoredValue::new(Vec::new()),
         next_listener: StoredValue::new(0),
@@ -162,11 +166,21 @@ mod browser {
 
     fn handle(live: Live, me: Option<uuid::Uuid>, event: Event) {
         match &event {
-            Event::Dm(row) => live.dm_rows.update(|rows| {
-                rows.insert(row.dm.id, row.clone());
-            }),
+            Event::Dm(row) => {
+                live.muted.update(|muted| {
+                    muted.insert(row.dm.id, row.dm.muted);
+                });
+                live.dm_rows.update(|rows| {
+                    rows.insert(row.dm.id, row.clone());
+                });
+            }
             Event::Message(message) => {
-                crate::components::notify::message_arrived(message, me);
+                let muted = live
+                    .muted
+                    .with_untracked(|muted| muted.get(&message.dm_id).copied().unwrap_or(false));
+                if !muted {
+                    crate::components::notify::message_arrived(message, me);
+                }
             }
             Event::Read(_) => {}
             Event::Typing(_) => {}
