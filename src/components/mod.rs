@@ -2,4 +2,5 @@
 
 pub mod avatar;
 pub mod layout;
+pub mod load_error;
 pub mod notify;

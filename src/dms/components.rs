@@ -15,7 +15,8 @@ use leptos_meta::Title;
 use super::{BlockForm, DmForm, DmStatus, MyView, blocked_users, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
-    components::{avatar::Avatar, notify::NotificationsButton},
+    components::{avatar::Avatar, load_error::LoadError, notify::NotificationsButton},
+    error::AppError,
     messages::components::{Conversation, ThreadState, first_page},
     realtime::{Event, Live},
     users::get_user,
@@ -143,8 +144,26 @@ pub fn Sidebar() -> impl IntoView {
                     }
                         .into_any();
                 };
-                let dms = apply(dms.await.unwrap_or_default(), &heard, &patched);
-                let mut people = people.await.unwrap_or_default();
+                // A failed load says so, with a way to try again, instead
+                // of showing an empty list.
+                let dms = match dms.await {
+                    Ok(dms) => apply(dms, &heard, &patched),
+                    Err(error) => {
+                        return view! {
+                            <LoadError what="Your conversations could not be loaded." error />
+                        }
+                            .into_any();
+                    }
+                };
+                let mut people = match people.await {
+                    Ok(people) => people,
+                    Err(error) => {
+                        return view! {
+                            <LoadError what="The people list could not be loaded." error />
+                        }
+                            .into_any();
+                    }
+                };
                 for person in &mut people {
                     if let Some(row) = heard.values().find(|r| r.other_user.id == person.user.id) {
                         person.dm = Some(row.dm.clone());
@@ -507,13 +526,25 @@ pub fn ChatPage() -> impl IntoView {
                             .into_any();
                     }
                 };
-                let (Ok(other), Ok((dm, first))) = (other.await, dm.await) else {
-                    return view! {
-                        <section class="welcome">
-                            <h1>"No such person"</h1>
-                        </section>
+                let (other, dm) = (other.await, dm.await);
+                let (other, (dm, first)) = match (other, dm) {
+                    (Ok(other), Ok(dm)) => (other, dm),
+                    (Err(AppError::NotFound), _) | (_, Err(AppError::NotFound)) => {
+                        return view! {
+                            <section class="welcome">
+                                <h1>"No such person"</h1>
+                            </section>
+                        }
+                            .into_any();
                     }
-                        .into_any();
+                    (Err(error), _) | (_, Err(error)) => {
+                        return view! {
+                            <section class="welcome">
+                                <LoadError what="This conversation could not be loaded." error />
+                            </section>
+                        }
+                            .into_any();
+                    }
                 };
                 let is_blocked = blocked.await.unwrap_or(false);
                 let my_view = MyView::of(dm.as_ref(), me.id);

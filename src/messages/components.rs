@@ -251,7 +251,13 @@ pub fn Conversation(
             state.load(dm_id, messages, other_read);
             view! { <Thread dm_id other me state /> }.into_any()
         }
-        Err(e) => view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any(),
+        Err(error) => view! {
+            <crate::components::load_error::LoadError
+                what="The messages could not be loaded."
+                error
+            />
+        }
+        .into_any(),
     }
 }
 
@@ -272,6 +278,8 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         sending,
         ..
     } = state;
+    // A failed edit, delete or read position, said in an alert.
+    let problem = RwSignal::new(None::<String>);
     let last_typing = StoredValue::new(0f64);
     // Whether the reader is at the bottom of the thread (then new messages
     // scroll into view), and how many arrived below while they were not.
@@ -306,7 +314,11 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         last_marked.set(seq);
         if unread_theirs {
             leptos::task::spawn_local(async move {
-                let _ = read_messages(dm_id, seq).await;
+                if let Err(error) = read_messages(dm_id, seq).await {
+                    // Said, and tried again with the next message shown.
+                    problem.try_set(Some(format!("Could not mark messages as read: {error}")));
+                    last_marked.try_update(|marked| *marked = (*marked).min(seq - 1));
+                }
             });
         }
     };
@@ -528,16 +540,28 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
     let save_edit = move |id: Uuid| {
         let body = draft.get_untracked();
         leptos::task::spawn_local(async move {
-            if let Ok(message) = edit_message(id, body).await {
-                merge(messages, pending, vec![message]);
-                editing.set(None);
+            match edit_message(id, body).await {
+                Ok(message) => {
+                    merge(messages, pending, vec![message]);
+                    editing.set(None);
+                    problem.try_set(None);
+                }
+                Err(error) => {
+                    problem.try_set(Some(format!("Could not save the edit: {error}")));
+                }
             }
         });
     };
     let delete = move |id: Uuid| {
         leptos::task::spawn_local(async move {
-            if let Ok(message) = delete_message(id).await {
-                merge(messages, pending, vec![message]);
+            match delete_message(id).await {
+                Ok(message) => {
+                    merge(messages, pending, vec![message]);
+                    problem.try_set(None);
+                }
+                Err(error) => {
+                    problem.try_set(Some(format!("Could not delete the message: {error}")));
+                }
             }
         });
     };
@@ -652,6 +676,9 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
                     "New messages"
                 </button>
             })}
+            {move || {
+                problem.get().map(|text| view! { <p class="form-error" role="alert">{text}</p> })
+            }}
             <p class="typing" aria-live="polite">
                 {move || (typing_shown.get() > 0).then(|| format!("{other_name} is typing…"))}
             </p>
