@@ -4,6 +4,10 @@
 //! [`server`]), and with `hydrate` as the WASM bundle that makes the
 //! server-rendered pages interactive ([`hydrate`]).
 
+// Leptos views are nested types; the WASM build of the larger pages needs
+// more than the default 128 levels to lay them out.
+#![recursion_limit = "256"]
+
 pub mod app;
 pub mod auth;
 pub mod components;
