@@ -1380,3 +1380,71 @@ async fn a_database_restart_under_load_fails_fast_with_503_and_loses_nothing_ack
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+#[sqlx::test]
+async fn last_seen_is_when_the_last_stream_closed_and_only_across_an_active_dm(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_dir, one, pool, keys) = start(&options).await;
+    let (_ada, ada_token) = person(&pool, &keys, "ada").await;
+    let (bob, bob_token) = person(&pool, &keys, "bob").await;
+    let (_cat, cat_token) = person(&pool, &keys, "cat").await;
+    accepted_dm(&one.base, &ada_token, &bob_token, bob).await;
+    // Cat's invite to Bob stays unanswered.
+    call(
+        &one.base,
+        &cat_token,
+        "dm/invite",
+        json!({ "other_user_id": bob }),
+    )
+    .await;
+    let last_seen = |token: String| {
+        let base = one.base.clone();
+        async move {
+            let dms = call(&base, &token, "dm/list", json!({})).await;
+            dms.as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["other_user"]["id"] == bob.to_string())
+                .unwrap()["last_seen_at"]
+                .clone()
+        }
+    };
+    assert_eq!(
+        last_seen(ada_token.clone()).await,
+        json!(null),
+        "never seen"
+    );
+
+    let (mut adas, _ada_stream) = subscribe(&one.base, &ada_token, None).await;
+    let (bobs, bob_stream) = subscribe(&one.base, &bob_token, None).await;
+    assert!(next_presence_of(&mut adas, bob).await);
+    let closed = time::OffsetDateTime::now_utc();
+    bob_stream.abort();
+    drop(bobs);
+
+    // Offline once the grace period is over, with the time the stream closed.
+    let data = loop {
+        let (_, kind, data) = next_any(&mut adas, Duration::from_secs(30)).await;
+        if kind == "presence" && data["user_id"] == json!(bob) {
+            break data;
+        }
+    };
+    assert_eq!(data["online"], json!(false));
+    let parse = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().expect("an RFC 3339 time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let seen = parse(&data["last_seen_at"]);
+    assert!(
+        (seen - closed).abs() < time::Duration::seconds(3),
+        "last seen {seen} is when the stream closed ({closed})"
+    );
+    assert_eq!(parse(&last_seen(ada_token.clone()).await), seen);
+    // The pending invite tells Cat nothing.
+    assert_eq!(last_seen(cat_token.clone()).await, json!(null));
+}

@@ -15,7 +15,9 @@ use leptos_meta::Title;
 use super::{BlockForm, DmForm, DmStatus, MyView, blocked_users, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
-    components::{avatar::Avatar, load_error::LoadError, notify::NotificationsButton},
+    components::{
+        avatar::Avatar, last_seen::LastSeen, load_error::LoadError, notify::NotificationsButton,
+    },
     error::AppError,
     messages::components::{Conversation, ThreadState, first_page},
     realtime::{Event, Live},
@@ -178,6 +180,14 @@ pub fn Sidebar() -> impl IntoView {
                 live.online.update(|online| {
                     for d in &dms {
                         online.insert(d.other_user.id, d.online);
+                    }
+                });
+                #[cfg(feature = "hydrate")]
+                live.last_seen.update(|seen| {
+                    for d in &dms {
+                        if let Some(at) = d.last_seen_at {
+                            seen.insert(d.other_user.id, at);
+                        }
                     }
                 });
                 #[cfg(feature = "hydrate")]
@@ -549,10 +559,8 @@ pub fn ChatPage() -> impl IntoView {
                 let is_blocked = blocked.await.unwrap_or(false);
                 let my_view = MyView::of(dm.as_ref(), me.id);
                 // Presence only across an ACTIVE DM.
-                let avatar = {
-                    let presence = my_view == MyView::Active;
-                    view! { <Avatar user=other.clone() presence /> }
-                };
+                let presence = my_view == MyView::Active && !is_blocked;
+                let avatar = view! { <Avatar user=other.clone() presence /> };
                 let dm_id = dm.as_ref().map(|d| d.id.to_string()).unwrap_or_default();
                 let form = move |act: &'static str, label: &'static str| {
                     let dm_id = dm_id.clone();
@@ -695,6 +703,8 @@ pub fn ChatPage() -> impl IntoView {
                             {avatar}
                             <h1 id="chat-title">{name}</h1>
                             <span class="username">"@" {other.username.clone()}</span>
+                            <LastSeen user=other.id presence />
+                            <span class="spacer"></span>
                             {mute_button}
                             {(!is_blocked)
                                 .then(|| {
@@ -822,6 +832,7 @@ mod tests {
             unread_count,
             last_seq,
             online: false,
+            last_seen_at: None,
         }
     }
 

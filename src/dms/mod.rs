@@ -124,6 +124,10 @@ pub struct DmSummary {
     pub last_seq: i64,
     /// Whether the other user is online (false unless ACTIVE).
     pub online: bool,
+    /// When the other user's last event stream closed (RFC 3339); `null`
+    /// unless ACTIVE, and before they were ever seen.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<time::OffsetDateTime>,
 }
 
 /// `POST /api/users/list` `{query?}`: everyone but me (and users I blocked),

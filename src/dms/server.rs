@@ -370,6 +370,12 @@ const ONLINE: &str = "CASE WHEN d.status = 'ACTIVE' THEN EXISTS (
                         WHERE (b.blocker_id, b.blocked_id) IN (($1, u.id), (u.id, $1)))
        ELSE false END AS online";
 
+/// SQL: when user `u`'s last stream closed, as `me` (`$1`) may see it: on
+/// the same terms as [`ONLINE`].
+const LAST_SEEN: &str = "CASE WHEN d.status = 'ACTIVE' AND NOT EXISTS (
+         SELECT 1 FROM blocks b WHERE (b.blocker_id, b.blocked_id) IN (($1, u.id), (u.id, $1)))
+       THEN u.last_seen_at END AS last_seen_at";
+
 /// The longest people search, in characters (DESIGN §6).
 pub const MAX_QUERY_CHARS: usize = 100;
 
@@ -472,6 +478,7 @@ struct SummaryRow {
     unread_count: i64,
     last_seq: i64,
     online: bool,
+    last_seen_at: Option<time::OffsetDateTime>,
 }
 
 /// My DMs with the other member, newest activity first; DMs with users I
@@ -492,7 +499,8 @@ async fn summaries<'c>(
     only: Option<Uuid>,
 ) -> Result<Vec<DmSummary>, sqlx::Error> {
     let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-        "SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, me.muted, d.last_seq, {ONLINE}, u.id AS other_id, u.username, u.first_name,
+        "SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, me.muted, d.last_seq, {ONLINE}, {LAST_SEEN},
+                u.id AS other_id, u.username, u.first_name,
                 u.last_name, u.image_url,
                 (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
                  ORDER BY m.seq DESC LIMIT 1) AS last_message,
@@ -535,6 +543,7 @@ async fn summaries<'c>(
             unread_count: r.unread_count,
             last_seq: r.last_seq,
             online: r.online,
+            last_seen_at: r.last_seen_at,
         })
         .collect())
 }
@@ -597,11 +606,20 @@ pub async fn set_block(state: &AppState, me: Uuid, other: Uuid, on: bool) -> Res
         for (recipient, about) in [(me, other), (other, me)] {
             let online =
                 !on && crate::realtime::presence::visible_online(&mut tx, recipient, about).await?;
+            let last_seen_at = if on {
+                None
+            } else {
+                sqlx::query_scalar("SELECT last_seen_at FROM users WHERE id = $1")
+                    .bind(about)
+                    .fetch_one(&mut *tx)
+                    .await?
+            };
             events.push((
                 recipient,
                 Event::Presence(crate::realtime::PresenceEvent {
                     user_id: about,
                     online,
+                    last_seen_at,
                 }),
             ));
         }

@@ -39,6 +39,9 @@ pub struct PresenceEvent {
     pub user_id: Uuid,
     /// Whether they now have an open event stream.
     pub online: bool,
+    /// When their last stream closed (RFC 3339), when offline and known.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<time::OffsetDateTime>,
 }
 
 /// `resync`: the stream cannot replay what was missed (too far behind, or
@@ -156,6 +159,7 @@ mod tests {
                 unread_count: 0,
                 last_seq: 0,
                 online: false,
+                last_seen_at: Some(time::macros::datetime!(2026-12-03 09:55 UTC)),
             }),
             Event::Read(ReadEvent {
                 dm_id,
@@ -165,7 +169,8 @@ mod tests {
             Event::Typing(TypingEvent { dm_id, user_id }),
             Event::Presence(PresenceEvent {
                 user_id,
-                online: true,
+                online: false,
+                last_seen_at: Some(time::macros::datetime!(2026-12-03 10:00 UTC)),
             }),
             Event::Resync(ResyncEvent {}),
         ]

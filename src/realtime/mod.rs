@@ -43,6 +43,9 @@ pub struct Live {
     pub me: Signal<Option<Uuid>>,
     /// Presence heard since the page loaded, by user (newer than lists).
     pub online: RwSignal<HashMap<Uuid, bool>>,
+    /// When each user's last stream closed, as the lists and `presence`
+    /// events said (only for the other members of my ACTIVE DMs).
+    pub last_seen: RwSignal<HashMap<Uuid, time::OffsetDateTime>>,
     /// Whether I muted each DM, by DM id, as the conversation list and the
     /// `dm` events said: a muted DM raises no notification.
     pub muted: RwSignal<HashMap<Uuid, bool>>,
@@ -72,6 +75,11 @@ impl Live {
             .unwrap_or(false)
     }
 
+    /// When `user`'s last stream closed, if known and visible to me.
+    pub fn last_seen_at(&self, user: Uuid) -> Option<time::OffsetDateTime> {
+        self.last_seen.with(|seen| seen.get(&user).copied())
+    }
+
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     fn dispatch(&self, event: &Event) {
         let listeners: Vec<Listener> = self
@@ -92,6 +100,7 @@ pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
         reconnecting: RwSignal::new(false),
         me,
         online: RwSignal::new(HashMap::new()),
+        last_seen: RwSignal::new(HashMap::new()),
         muted: RwSignal::new(HashMap::new()),
         dm_rows: RwSignal::new(HashMap::new()),
         listeners: StoredValue::new(Vec::new()),
@@ -170,6 +179,17 @@ mod browser {
                 live.muted.update(|muted| {
                     muted.insert(row.dm.id, row.dm.muted);
                 });
+                // A DM that just became ACTIVE brings the other's presence.
+                if row.dm.status == crate::dms::DmStatus::Active {
+                    live.online.update(|all| {
+                        all.insert(row.other_user.id, row.online);
+                    });
+                    if let Some(at) = row.last_seen_at {
+                        live.last_seen.update(|all| {
+                            all.insert(row.other_user.id, at);
+                        });
+                    }
+                }
                 live.dm_rows.update(|rows| {
                     rows.insert(row.dm.id, row.clone());
                 });
@@ -184,10 +204,19 @@ mod browser {
             }
             Event::Read(_) => {}
             Event::Typing(_) => {}
-            Event::Presence(PresenceEvent { user_id, online }) => {
+            Event::Presence(PresenceEvent {
+                user_id,
+                online,
+                last_seen_at,
+            }) => {
                 live.online.update(|all| {
                     all.insert(*user_id, *online);
                 });
+                if let Some(at) = last_seen_at {
+                    live.last_seen.update(|all| {
+                        all.insert(*user_id, *at);
+                    });
+                }
             }
             Event::Resync(_) => return resync(live, true),
         }

@@ -3,12 +3,14 @@
 //!
 //! Each instance counts its open streams per user in memory, writes the
 //! count to the `presence` table when a user's first stream opens or last
-//! closes there ([`OFFLINE_GRACE`] after it closed), and beats in `instances` every [`HEARTBEAT`]; an instance silent for
-//! [`STALE_AFTER`] is swept by the others, so a killed server does not keep
-//! its users online. When a user goes online or offline across all
-//! instances, their partners in ACTIVE DMs (and nobody else) get a
-//! `presence` event `{user_id, online}`. Changes of one user are serialised
-//! with a transaction-scoped advisory lock on the user id.
+//! closes there ([`OFFLINE_GRACE`] after it closed), and beats in
+//! `instances` every [`HEARTBEAT`]; an instance silent for [`STALE_AFTER`]
+//! is swept by the others, so a killed server does not keep its users
+//! online. When a user goes online or offline across all instances, their
+//! partners in ACTIVE DMs (and nobody else) get a `presence` event
+//! `{user_id, online, last_seen_at}`; going offline stores when in
+//! `users.last_seen_at`. Changes of one user are serialised with a
+//! transaction-scoped advisory lock on the user id.
 
 use std::{
     collections::HashMap,
@@ -88,12 +90,15 @@ pub async fn visible_online(
 }
 
 /// Ends a presence change: when `user`'s online state went from `before`
-/// to what it is now, tells their partners.
+/// to what it is now, tells their partners. Going offline records when
+/// (`users.last_seen_at`): `closed_ago` before now, when the last stream
+/// closed.
 async fn finish(
     mut tx: Transaction<'_, Postgres>,
     wakeups: &Wakeups,
     user: Uuid,
     before: bool,
+    closed_ago: Duration,
 ) -> Result<(), sqlx::Error> {
     let now: bool = sqlx::query_scalar(&format!("SELECT {ONLINE}"))
         .bind(user)
@@ -102,10 +107,24 @@ async fn finish(
     if now == before {
         return tx.commit().await;
     }
+    let last_seen_at = if now {
+        None
+    } else {
+        sqlx::query_scalar(
+            "UPDATE users SET last_seen_at = now() - $2 * interval '1 second'
+             WHERE id = $1 RETURNING last_seen_at",
+        )
+        .bind(user)
+        .bind(closed_ago.as_secs_f64())
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten()
+    };
     let recipients = partners(&mut tx, user).await?;
     let event = Event::Presence(PresenceEvent {
         user_id: user,
         online: now,
+        last_seen_at,
     });
     commit_with_event(tx, wakeups, &recipients, Some(event)).await
 }
@@ -161,7 +180,7 @@ impl Presence {
         };
         if first {
             // On error the guard's drop takes the count back.
-            self.sync(pool, user).await?;
+            self.sync(pool, user, Duration::ZERO).await?;
         }
         Ok(guard)
     }
@@ -181,15 +200,22 @@ impl Presence {
             }
         };
         if last {
-            self.sync(pool, user).await?;
+            // The stream closed one grace period ago.
+            self.sync(pool, user, OFFLINE_GRACE).await?;
         }
         Ok(())
     }
 
     /// Writes this instance's stream count of `user` (as it is when the
     /// user's lock is held, so the last writer writes the latest count) and
-    /// tells partners when that changed whether the user is online.
-    async fn sync(&self, pool: &PgPool, user: Uuid) -> Result<(), sqlx::Error> {
+    /// tells partners when that changed whether the user is online (gone
+    /// offline: `closed_ago`, see [`finish`]).
+    async fn sync(
+        &self,
+        pool: &PgPool,
+        user: Uuid,
+        closed_ago: Duration,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = pool.begin().await?;
         let before = lock_user(&mut tx, user).await?;
         let count = self
@@ -229,7 +255,7 @@ impl Presence {
                 .execute(&mut *tx)
                 .await?;
         }
-        finish(tx, &self.wakeups, user, before).await
+        finish(tx, &self.wakeups, user, before, closed_ago).await
     }
 
     /// Forever: beats every [`HEARTBEAT`] and sweeps instances silent for
@@ -260,7 +286,7 @@ impl Presence {
                 .copied()
                 .collect();
             for user in users {
-                self.sync(pool, user).await?;
+                self.sync(pool, user, Duration::ZERO).await?;
             }
         }
         let stale: Vec<Uuid> = sqlx::query_scalar(
@@ -296,7 +322,7 @@ impl Presence {
             let mut tx = pool.begin().await?;
             lock_user(&mut tx, user).await?;
             // Those streams counted until a moment ago.
-            finish(tx, &self.wakeups, user, true).await?;
+            finish(tx, &self.wakeups, user, true, Duration::ZERO).await?;
         }
         Ok(())
     }
