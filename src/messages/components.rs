@@ -570,7 +570,9 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         move || messages.with(|m| pending.with(|p| rows(m, p, me, other_read.get(), offset.get())));
     let render = move |row: Row| match row {
         Row::Day(label) => view! {
-            <li class="day" role="separator">
+            // A list item like the others (a `separator` role would take
+            // it out of the list for assistive technology).
+            <li class="day">
                 <span>{label}</span>
             </li>
         }

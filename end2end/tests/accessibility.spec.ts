@@ -1,0 +1,118 @@
+import AxeBuilder from "@axe-core/playwright";
+import { expect, type Page, test } from "@playwright/test";
+import { activeDm, expectNoPageErrors, openChat, person, sendMessage } from "../support";
+
+test.afterEach(expectNoPageErrors);
+
+/** The rule sets of WCAG 2.0 and 2.1, levels A and AA. */
+const WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
+
+/**
+ * Runs axe-core on `page` as it is now: fails on any violation of impact
+ * serious or critical, and lists the others in the test output.
+ */
+async function audit(page: Page, state: string): Promise<void> {
+  const { violations } = await new AxeBuilder({ page }).withTags(WCAG_AA).analyze();
+  const describe = (v: (typeof violations)[number]) =>
+    `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`;
+  for (const minor of violations.filter((v) => v.impact !== "serious" && v.impact !== "critical")) {
+    console.log(`[${state}] ${describe(minor)}`);
+  }
+  const blocking = violations.filter((v) => v.impact === "serious" || v.impact === "critical").map(describe);
+  expect(blocking, `serious or critical accessibility violations: ${state}`).toEqual([]);
+}
+
+const layouts = [
+  { name: "desktop", viewport: { width: 1280, height: 720 } },
+  { name: "phone", viewport: { width: 390, height: 844 } },
+] as const;
+
+for (const layout of layouts) {
+  for (const colorScheme of ["light", "dark"] as const) {
+    test.describe(`${layout.name}, ${colorScheme}`, () => {
+      test.use({ viewport: layout.viewport, colorScheme });
+      // Two people through every state, with an audit of each: 40–60 s here.
+      test.setTimeout(180_000);
+
+      test("every page and handshake state passes the WCAG 2.1 AA audit", async ({ browser, page }) => {
+        await page.goto("/");
+        await audit(page, "signed out");
+        await page.goto("/sign-in");
+        await audit(page, "sign-in");
+
+        const ada = await person(browser, "ada");
+        const bob = await person(browser, "bob");
+        for (const who of [ada, bob]) {
+          await who.page.setViewportSize(layout.viewport);
+          await who.page.emulateMedia({ colorScheme });
+        }
+        await ada.page.goto("/");
+        await expect(ada.page.getByText("No conversations yet.")).toBeVisible();
+        await audit(ada.page, "home without conversations");
+        await ada.page.goto(`/?q=${bob.username}`);
+        await expect(ada.page.getByRole("list", { name: "People" }).getByText(bob.username, { exact: true })).toBeVisible();
+        await audit(ada.page, "people search with results");
+
+        // The handshake, each side.
+        await openChat(ada, bob);
+        await audit(ada.page, "chat page, no DM");
+        await ada.page.getByLabel("Note").fill("Hello from the audit");
+        await ada.page.getByRole("button", { name: "Start chat" }).click();
+        await expect(ada.page.getByRole("button", { name: "Invite sent" })).toBeDisabled();
+        await audit(ada.page, "chat page, invite sent");
+        await openChat(bob, ada);
+        await expect(bob.page.getByRole("button", { name: "Accept" })).toBeVisible();
+        await audit(bob.page, "chat page, invited (with Requests)");
+        await bob.page.getByRole("button", { name: "Decline" }).click();
+        await expect(bob.page.getByRole("main").getByText("You declined")).toBeVisible();
+        await audit(bob.page, "chat page, you declined");
+        await expect(ada.page.getByRole("main").getByText("Invite declined")).toBeVisible();
+        await audit(ada.page, "chat page, invite declined");
+
+        // A conversation with a day separator, an edited, a pending and a
+        // failed message.
+        await ada.page.getByRole("button", { name: "Re-invite" }).click();
+        await expect(bob.page.getByRole("button", { name: "Accept" })).toBeVisible();
+        await bob.page.getByRole("button", { name: "Accept" }).click();
+        await expect(ada.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+        await sendMessage(ada, "first message");
+        await sendMessage(ada, "to be edited");
+        const mine = ada.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "to be edited" });
+        await mine.getByRole("button", { name: "Edit" }).click();
+        const edit = ada.page.getByRole("textbox", { name: "Edit message" });
+        await edit.fill("edited once");
+        await ada.page.getByRole("button", { name: "Save" }).click();
+        const edited = ada.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "edited once" });
+        await expect(edited.getByText("edited", { exact: true })).toBeVisible();
+        let release: () => void = () => {};
+        const held = new Promise<void>((resolve) => (release = resolve));
+        await ada.page.route("**/api/messages/send", async (route) => {
+          await held;
+          await route.abort();
+        });
+        await sendMessage(ada, "still pending");
+        await audit(ada.page, "conversation with an edited and a pending message");
+        release();
+        await expect(ada.page.getByRole("button", { name: "Retry" })).toBeVisible();
+        await audit(ada.page, "conversation with a failed message");
+        await ada.page.unroute("**/api/messages/send");
+        await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("edited once")).toBeVisible();
+        await audit(bob.page, "conversation, the other side");
+
+        // The block confirmation, a blocked person, the blocked people page.
+        await bob.page.getByRole("button", { name: "Block", exact: true }).click();
+        await expect(bob.page.getByRole("dialog")).toBeVisible();
+        await audit(bob.page, "block confirmation");
+        await bob.page.getByRole("dialog").getByRole("button", { name: "Block", exact: true }).click();
+        await expect(bob.page.getByRole("main").getByText("You blocked this person")).toBeVisible();
+        await audit(bob.page, "chat page, blocked");
+        await bob.page.goto("/blocked");
+        await expect(bob.page.getByRole("list", { name: "Blocked people" })).toBeVisible();
+        await audit(bob.page, "blocked people");
+
+        await ada.context.close();
+        await bob.context.close();
+      });
+    });
+  }
+}
