@@ -25,6 +25,7 @@ pub fn Layout(children: Children) -> impl IntoView {
     let phone = RwSignal::new(false);
     let live = expect_context::<Live>();
     let location = leptos_router::hooks::use_location();
+    let main_ref = NodeRef::<leptos::html::Main>::new();
     let home = move || location.pathname.with(|p| p == "/");
     let sidebar_open = move || {
         if phone.get() {
@@ -38,14 +39,35 @@ pub fn Layout(children: Children) -> impl IntoView {
         hydrated.set(true);
         phone.set(phone_width());
     });
-    // A new page starts with the sidebar in its default place.
-    Effect::new(move |_| {
-        location.pathname.track();
+    // A new page starts with the sidebar in its default place, and with
+    // the keyboard focus on the main pane when it was in the sidebar (which
+    // may now be hidden) or nowhere.
+    Effect::new(move |previous: Option<String>| {
+        let path = location.pathname.get();
         toggled.set(false);
+        if previous.is_some_and(|p| p != path) {
+            focus_main_from_sidebar(main_ref);
+        }
+        path
     });
 
     view! {
         <div class="layout" class:home=home class:toggled=move || toggled.get()>
+            // First in the tab order, shown when focused.
+            <a
+                class="skip-link"
+                href="#conversation"
+                on:click=move |ev| {
+                    // The router would treat the fragment as a navigation;
+                    // moving the focus is what the link is for.
+                    if let Some(main) = main_ref.get_untracked() {
+                        ev.prevent_default();
+                        let _ = main.focus();
+                    }
+                }
+            >
+                "Skip to conversation"
+            </a>
             <header class="topbar">
                 <button
                     type="button"
@@ -77,7 +99,9 @@ pub fn Layout(children: Children) -> impl IntoView {
             <aside id="sidebar" class="sidebar" aria-label="Conversations">
                 <Sidebar />
             </aside>
-            <main class="main-pane">{children()}</main>
+            <main class="main-pane" id="conversation" tabindex="-1" node_ref=main_ref>
+                {children()}
+            </main>
         </div>
     }
 }
@@ -96,3 +120,17 @@ fn phone_width() -> bool {
 fn phone_width() -> bool {
     false
 }
+
+/// Moves the focus to the main pane if it is in the sidebar or nowhere.
+#[cfg(feature = "hydrate")]
+fn focus_main_from_sidebar(main: NodeRef<leptos::html::Main>) {
+    let in_sidebar_or_nowhere = document().active_element().is_none_or(|el| {
+        el.tag_name() == "BODY" || el.closest("#sidebar").ok().flatten().is_some()
+    });
+    if in_sidebar_or_nowhere && let Some(main) = main.get_untracked() {
+        let _ = main.focus();
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn focus_main_from_sidebar(_: NodeRef<leptos::html::Main>) {}

@@ -458,6 +458,27 @@ pub fn ChatPage() -> impl IntoView {
     // it, so it works without WASM too).
     let query = use_query_map();
     let confirming = move || query.read().get("confirm").as_deref() == Some("block");
+    // Keyboard focus: into the dialog when it opens (on Cancel), back to
+    // the Block button that opened it when it closes. Escape closes it.
+    let cancel_ref = NodeRef::<leptos::html::Button>::new();
+    let opener_ref = NodeRef::<leptos::html::Button>::new();
+    let return_focus = StoredValue::new(false);
+    Effect::new(move |_| {
+        if let Some(cancel) = cancel_ref.get() {
+            return_focus.set_value(true);
+            let _ = cancel.focus();
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(opener) = opener_ref.get()
+            && !confirming_untracked(query)
+            && return_focus.get_value()
+        {
+            return_focus.set_value(false);
+            let _ = opener.focus();
+        }
+    });
+    let navigate = leptos_router::hooks::use_navigate();
     let thread = ThreadState::new();
     // The DM with this person as the last `dm` event told it, with the
     // `seq` of its newest message.
@@ -521,6 +542,7 @@ pub fn ChatPage() -> impl IntoView {
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || {
                 let confirm = confirming();
+                let navigate = navigate.clone();
                 Suspend::new(async move {
                 let me = match info.await {
                     Ok(SessionInfo { user: Some(me), .. }) => me,
@@ -671,6 +693,11 @@ pub fn ChatPage() -> impl IntoView {
                     }
                 });
                 // Blocking asks first, saying what it does.
+                let cancel_url = format!("/chat/{}", other.id);
+                if is_blocked {
+                    // Blocked: the opener is gone, focus has nowhere to return.
+                    return_focus.set_value(false);
+                }
                 let dialog = (confirm && !is_blocked).then(|| {
                     view! {
                         <div class="dialog-backdrop">
@@ -680,6 +707,15 @@ pub fn ChatPage() -> impl IntoView {
                                 aria-modal="true"
                                 aria-labelledby="block-title"
                                 aria-describedby="block-text"
+                                on:keydown={
+                                    let navigate = navigate.clone();
+                                    let cancel_url = cancel_url.clone();
+                                    move |ev: leptos::ev::KeyboardEvent| {
+                                        if ev.key() == "Escape" {
+                                            navigate(&cancel_url, Default::default());
+                                        }
+                                    }
+                                }
                             >
                                 <h2 id="block-title">"Block " {name.clone()} "?"</h2>
                                 <p id="block-text">
@@ -689,8 +725,10 @@ pub fn ChatPage() -> impl IntoView {
                                 </p>
                                 <div class="actions">
                                     {block_form("block", "Block")}
-                                    <Form method="GET" action=format!("/chat/{}", other.id)>
-                                        <button type="submit">"Cancel"</button>
+                                    <Form method="GET" action=cancel_url.clone()>
+                                        <button type="submit" node_ref=cancel_ref>
+                                            "Cancel"
+                                        </button>
                                     </Form>
                                 </div>
                             </div>
@@ -711,7 +749,9 @@ pub fn ChatPage() -> impl IntoView {
                                     view! {
                                         <Form method="GET" action="" attr:class="block-opener">
                                             <input type="hidden" name="confirm" value="block" />
-                                            <button type="submit">"Block"</button>
+                                            <button type="submit" node_ref=opener_ref>
+                                                "Block"
+                                            </button>
                                         </Form>
                                     }
                                 })}
@@ -725,6 +765,11 @@ pub fn ChatPage() -> impl IntoView {
         </Transition>
         {error}
     }
+}
+
+/// Whether `?confirm=block` is in the URL, read without tracking it.
+fn confirming_untracked(query: Memo<leptos_router::params::ParamsMap>) -> bool {
+    query.with_untracked(|q| q.get("confirm").as_deref() == Some("block"))
 }
 
 /// `/blocked`: the people I blocked, each with **Unblock**.

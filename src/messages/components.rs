@@ -395,6 +395,7 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         offset.set(browser::local_offset());
         mark_read();
         browser::scroll_to_bottom(list_ref);
+        browser::focus_composer(textbox);
     });
     let _focus = window_event_listener(ev::focus, move |_| mark_read());
     // A new line at the bottom (older history loads at the top) scrolls
@@ -491,7 +492,9 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
     let on_keydown = move |ev: ev::KeyboardEvent| {
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
-            if let Some(form) = form_ref.get() {
+            // `try_`: the view can outlive this thread for a moment while
+            // the page re-renders it (its draft is kept in `composer`).
+            if let Some(form) = form_ref.try_get().flatten() {
                 let _ = form.request_submit();
             }
         }
@@ -499,7 +502,10 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
     let on_input = move |ev: ev::Event| {
         composer.set(event_target_value(&ev));
         let now = browser::now_ms();
-        if now - last_typing.get_value() >= TYPING_EVERY_MS {
+        let Some(last) = last_typing.try_get_value() else {
+            return;
+        };
+        if now - last >= TYPING_EVERY_MS {
             last_typing.set_value(now);
             leptos::task::spawn_local(async move {
                 let _ = typing(dm_id).await;
@@ -715,10 +721,36 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
 
 #[cfg(feature = "hydrate")]
 mod browser {
-    use leptos::{html::Ol, prelude::*};
+    use leptos::{
+        html::{Ol, Textarea},
+        prelude::*,
+    };
     use time::UtcOffset;
     use uuid::Uuid;
     use web_sys::VisibilityState;
+
+    /// Moves the keyboard focus into the composer, unless it is already
+    /// somewhere in the main pane: a conversation just opened from the
+    /// sidebar, or just accepted (the button that had focus is gone).
+    pub fn focus_composer(textbox: NodeRef<Textarea>) {
+        // After the frame, once the view this thread replaces (with the
+        // button that had the focus) has left the page.
+        request_animation_frame(move || {
+            let Some(textbox) = textbox.get_untracked() else {
+                return;
+            };
+            // In the main pane, but not the pane itself (where opening a
+            // page puts it).
+            let in_main = document()
+                .active_element()
+                .filter(|el| el.tag_name() != "MAIN" && el.is_connected())
+                .and_then(|el| el.closest("main").ok().flatten())
+                .is_some();
+            if !in_main {
+                let _ = textbox.focus();
+            }
+        });
+    }
 
     pub fn visible() -> bool {
         document().visibility_state() == VisibilityState::Visible
@@ -784,10 +816,12 @@ mod browser {
 /// On the server nothing here runs; these keep the shared code compiling.
 #[cfg(not(feature = "hydrate"))]
 mod browser {
-    use leptos::html::Ol;
+    use leptos::html::{Ol, Textarea};
     use leptos::prelude::NodeRef;
     use time::UtcOffset;
     use uuid::Uuid;
+
+    pub fn focus_composer(_: NodeRef<Textarea>) {}
 
     pub fn visible() -> bool {
         false
