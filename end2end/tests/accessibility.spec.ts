@@ -116,3 +116,30 @@ for (const layout of layouts) {
     });
   }
 }
+
+test("handshake steps and new messages are announced once in the live region", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  const said = (who: typeof ada) => who.page.getByRole("status", { name: "Announcements" });
+  await ada.page.goto("/");
+  await expect(ada.page.getByRole("button", { name: "Menu" })).toBeEnabled();
+
+  await openChat(bob, ada);
+  await bob.page.getByRole("button", { name: "Start chat" }).click();
+  await expect(said(ada)).toHaveText(`${bob.username} wants to chat with you`);
+
+  await openChat(ada, bob);
+  await ada.page.getByRole("button", { name: "Accept" }).click();
+  await expect(said(bob)).toHaveText(`${ada.username} accepted your invite`);
+  // My own step is not read back to me.
+  await expect(said(ada)).not.toHaveText(/accepted/);
+
+  await sendMessage(bob, "hello there");
+  await expect(said(ada)).toHaveText(`${bob.username}: hello there`);
+  // The message list itself is not a live region, so a list that renders
+  // again (a resync, a reload) is not read out again.
+  await expect(ada.page.getByRole("list", { name: "Messages" })).not.toHaveAttribute("aria-live", /.*/);
+
+  await ada.context.close();
+  await bob.context.close();
+});

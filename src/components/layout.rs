@@ -99,6 +99,11 @@ pub fn Layout(children: Children) -> impl IntoView {
             <aside id="sidebar" class="sidebar" aria-label="Conversations">
                 <Sidebar />
             </aside>
+            // The one polite live region: new messages and handshake steps
+            // are said here once, not each time a list re-renders.
+            <p class="visually-hidden" role="status" aria-label="Announcements">
+                {move || live.announcement.get()}
+            </p>
             <main class="main-pane" id="conversation" tabindex="-1" node_ref=main_ref>
                 {children()}
             </main>

@@ -196,6 +196,12 @@ pub fn Sidebar() -> impl IntoView {
                         muted.insert(d.dm.id, d.dm.muted);
                     }
                 });
+                #[cfg(feature = "hydrate")]
+                live.statuses.update(|statuses| {
+                    for d in &dms {
+                        statuses.insert(d.dm.id, d.dm.status);
+                    }
+                });
                 // Invites waiting on me are kept apart from conversations.
                 let (requests, conversations): (Vec<_>, Vec<_>) = dms
                     .into_iter()
@@ -855,6 +861,34 @@ mod tests {
         messages::Message,
         users::User,
     };
+
+    #[test]
+    fn the_other_members_handshake_steps_are_announced_and_mine_are_not() {
+        // Row 1 is a DM with bob (user 2), who invited; I am user 3.
+        let (bob, me) = (Uuid::from_u128(2), Uuid::from_u128(3));
+        let news = |status, invited_by_user_id| {
+            let mut r = row(0, 0);
+            r.dm.status = status;
+            r.dm.invited_by_user_id = invited_by_user_id;
+            crate::dms::handshake_news(&r, me)
+        };
+        assert_eq!(
+            news(DmStatus::Invited, bob).as_deref(),
+            Some("bob wants to chat with you")
+        );
+        assert_eq!(
+            news(DmStatus::Active, me).as_deref(),
+            Some("bob accepted your invite")
+        );
+        assert_eq!(
+            news(DmStatus::Declined, me).as_deref(),
+            Some("bob declined your invite")
+        );
+        // My own invite, accept and decline.
+        assert_eq!(news(DmStatus::Invited, me), None);
+        assert_eq!(news(DmStatus::Active, bob), None);
+        assert_eq!(news(DmStatus::Declined, bob), None);
+    }
 
     fn row(last_seq: i64, unread_count: i64) -> DmSummary {
         DmSummary {

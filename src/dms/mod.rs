@@ -75,6 +75,21 @@ pub enum MyView {
     YouDeclined,
 }
 
+/// What a screen reader announces to `me` when DM `row` has just changed
+/// state through the other member: an invite, an accept, a decline. My
+/// own steps are not announced (the page I acted on shows them).
+pub fn handshake_news(row: &DmSummary, me: Uuid) -> Option<String> {
+    let name = row.other_user.display_name();
+    match MyView::of(Some(&row.dm), me) {
+        MyView::Invited => Some(format!("{name} wants to chat with you")),
+        MyView::Active if row.dm.invited_by_user_id == me => {
+            Some(format!("{name} accepted your invite"))
+        }
+        MyView::InviteDeclined => Some(format!("{name} declined your invite")),
+        _ => None,
+    }
+}
+
 impl MyView {
     /// The view of `me` on `dm` (only the invitee can decline, so in a
     /// declined DM the decliner is whoever did not invite).

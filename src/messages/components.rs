@@ -342,6 +342,7 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
         });
     };
     let other_id = other.id;
+    let other_name_for_news = other_name.clone();
     live.on_event(move |event| match event {
         // The event carries the message: a new one next in line, an edit or
         // a deletion is shown as it is; after a gap, what is missing is
@@ -352,6 +353,11 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             } else {
                 if message.sender_id != me {
                     typing_shown.set(0);
+                    // A new message (not an edit or a deletion) is said
+                    // once in the page's live region.
+                    if message.seq > newest() && !message.deleted && message.edited_at.is_none() {
+                        live.announce(format!("{}: {}", other_name_for_news, message.body));
+                    }
                 }
                 merge(messages, pending, vec![message.clone()]);
                 mark_read();
@@ -669,8 +675,6 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             <ol
                 class="messages"
                 aria-label="Messages"
-                aria-live="polite"
-                aria-relevant="additions"
                 node_ref=list_ref
                 on:scroll=on_scroll
             >

@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc};
 use leptos::prelude::*;
 use uuid::Uuid;
 
-use crate::dms::DmSummary;
+use crate::dms::{DmStatus, DmSummary};
 
 pub mod event;
 #[cfg(feature = "ssr")]
@@ -46,6 +46,12 @@ pub struct Live {
     /// When each user's last stream closed, as the lists and `presence`
     /// events said (only for the other members of my ACTIVE DMs).
     pub last_seen: RwSignal<HashMap<Uuid, time::OffsetDateTime>>,
+    /// Each DM's state as the conversation list and the `dm` events said,
+    /// by DM id: a `dm` event that changes it is announced.
+    pub statuses: RwSignal<HashMap<Uuid, DmStatus>>,
+    /// What the page's one polite live region says now: a new message in
+    /// the open conversation, or a handshake step of the other member.
+    pub announcement: RwSignal<Option<String>>,
     /// Whether I muted each DM, by DM id, as the conversation list and the
     /// `dm` events said: a muted DM raises no notification.
     pub muted: RwSignal<HashMap<Uuid, bool>>,
@@ -75,6 +81,11 @@ impl Live {
             .unwrap_or(false)
     }
 
+    /// Says `text` once in the page's live region.
+    pub fn announce(&self, text: String) {
+        self.announcement.try_set(Some(text));
+    }
+
     /// When `user`'s last stream closed, if known and visible to me.
     pub fn last_seen_at(&self, user: Uuid) -> Option<time::OffsetDateTime> {
         self.last_seen.with(|seen| seen.get(&user).copied())
@@ -102,6 +113,8 @@ pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
         online: RwSignal::new(HashMap::new()),
         last_seen: RwSignal::new(HashMap::new()),
         muted: RwSignal::new(HashMap::new()),
+        statuses: RwSignal::new(HashMap::new()),
+        announcement: RwSignal::new(None),
         dm_rows: RwSignal::new(HashMap::new()),
         listeners: StoredValue::new(Vec::new()),
         next_listener: StoredValue::new(0),
@@ -179,6 +192,15 @@ mod browser {
                 live.muted.update(|muted| {
                     muted.insert(row.dm.id, row.dm.muted);
                 });
+                let before = live
+                    .statuses
+                    .try_update(|statuses| statuses.insert(row.dm.id, row.dm.status))
+                    .flatten();
+                if before != Some(row.dm.status)
+                    && let Some(text) = me.and_then(|me| crate::dms::handshake_news(row, me))
+                {
+                    live.announce(text);
+                }
                 // A DM that just became ACTIVE brings the other's presence.
                 if row.dm.status == crate::dms::DmStatus::Active {
                     live.online.update(|all| {
