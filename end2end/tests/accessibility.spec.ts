@@ -143,3 +143,30 @@ test("handshake steps and new messages are announced once in the live region", a
   await ada.context.close();
   await bob.context.close();
 });
+
+test("no horizontal scrolling at 320 px wide or at 200 % zoom", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  await sendMessage(bob, "a-long-word-without-spaces-".repeat(8));
+  const fits = async (state: string) => {
+    const overflow = await ada.page.evaluate(
+      () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    );
+    expect(overflow, `horizontal overflow in px: ${state}`).toBeLessThanOrEqual(0);
+  };
+  // 320 CSS px (WCAG 1.4.10 reflow), and a 1280 px window at 200 % zoom.
+  for (const width of [320, 640]) {
+    await ada.page.setViewportSize({ width, height: 640 });
+    await ada.page.goto("/");
+    await fits(`${width} px, home`);
+    await openChat(ada, bob);
+    await expect(ada.page.getByRole("list", { name: "Messages" }).getByText("a-long-word")).toBeVisible();
+    await fits(`${width} px, conversation`);
+    await ada.page.getByRole("button", { name: "Block", exact: true }).click();
+    await expect(ada.page.getByRole("dialog")).toBeVisible();
+    await fits(`${width} px, block confirmation`);
+  }
+  await ada.context.close();
+  await bob.context.close();
+});
