@@ -274,11 +274,11 @@ pub struct Hub {
 
 impl Hub {
     /// A hub on `pool` with the reader ([`Hub::read_until_closed`]) and the
-    /// NOTIFY sender ([`Wakeups::notify_until_closed`]) running until the
-    /// pool closes. The server also runs [`Hub::listen`], which holds one
+    /// NOTIFY sender ([`Wakeups::notify_until_closed`]) running on `tasks`
+    /// until the pool closes or the tasks stop. The server also runs [`Hub::listen`], which holds one
     /// of the pool's connections for good; without it, the reader looks at
     /// the log every [`POLL`].
-    pub fn start(pool: &PgPool) -> Arc<Self> {
+    pub fn start(pool: &PgPool, tasks: &crate::server::tasks::BackgroundTasks) -> Arc<Self> {
         let wakeups = Arc::new(Wakeups::default());
         let hub = Arc::new(Self {
             presence: Arc::new(Presence::new(wakeups.clone())),
@@ -288,8 +288,8 @@ impl Hub {
             read_now: Notify::new(),
             closing: watch::channel(false).0,
         });
-        tokio::spawn(hub.clone().read_until_closed(pool.clone()));
-        tokio::spawn(wakeups.notify_until_closed(pool.clone()));
+        tasks.spawn("event reader", hub.clone().read_until_closed(pool.clone()));
+        tasks.spawn("notify", wakeups.notify_until_closed(pool.clone()));
         hub
     }
 

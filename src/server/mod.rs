@@ -8,4 +8,5 @@ pub mod health;
 pub mod serve;
 pub mod startup;
 pub mod state;
+pub mod tasks;
 pub mod telemetry;

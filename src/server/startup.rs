@@ -5,7 +5,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use svix::webhooks::Webhook;
-use tokio::sync::Notify;
 
 use axum::{
     Router,
@@ -32,6 +31,7 @@ use super::{
     database::{Database, DatabaseError},
     health,
     state::AppState,
+    tasks::BackgroundTasks,
 };
 use crate::{
     app::{App, shell},
@@ -39,7 +39,7 @@ use crate::{
         self,
         server::{ClerkApi, JWKS_REFETCH, KeyError, RequestUser, SessionKeys},
     },
-    webhooks::{self, worker},
+    webhooks,
 };
 
 /// Why Knock could not start.
@@ -72,6 +72,7 @@ pub struct Application {
     grace: Duration,
     limits: super::serve::ConnectionLimits,
     hub: Arc<crate::realtime::server::Hub>,
+    tasks: BackgroundTasks,
 }
 
 impl Application {
@@ -111,49 +112,19 @@ impl Application {
                 return Err(StartupError::Bind { addr, source });
             }
         };
-        let state = AppState {
-            leptos_options: settings.leptos.clone(),
-            pool: database.pool.clone(),
-            auth: Arc::new(auth),
+        let tasks = BackgroundTasks::default();
+        let state = AppState::new(
+            &settings,
+            database.pool.clone(),
+            Arc::new(auth),
             webhook,
-            webhook_wakeup: Arc::new(Notify::new()),
             clerk_api,
-            hub: crate::realtime::server::Hub::start(&database.pool),
-            sends: Default::default(),
-            invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
-            send_limiter: Arc::new(crate::messages::server::send_limiter(
-                knock.messages_per_second,
-                knock.message_burst,
-            )),
-            max_streams_per_user: knock.max_streams_per_user,
-            typing_limiter: Arc::new(crate::messages::server::typing_limiter()),
-            clerk_publishable_key: knock.clerk.publishable_key.clone(),
-        };
-        tokio::spawn(worker::run(
-            state.pool.clone(),
-            state.webhook_wakeup.clone(),
-        ));
-        tokio::spawn(state.hub.clone().listen(state.pool.clone()));
-        tokio::spawn(state.hub.presence.clone().heartbeat(state.pool.clone()));
-        tokio::spawn(crate::realtime::server::prune_forever(state.pool.clone()));
-        tokio::spawn(worker::prune_forever(
-            state.pool.clone(),
-            knock.webhook_retention_days,
-        ));
-        {
-            // Per-user state of users gone quiet is dropped every minute.
-            let state = state.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    ticks.tick().await;
-                    state.hub.forget_idle();
-                    state.forget_idle_limits();
-                }
-            });
-        }
+            &tasks,
+        );
+        state.spawn_background(&tasks, knock);
         Ok(Self {
             listener,
+            tasks,
             hub: state.hub.clone(),
             router: router(state, &settings.knock),
             database,
@@ -188,6 +159,7 @@ impl Application {
             grace,
             hub,
             limits,
+            tasks,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let shutdown = async {
@@ -197,6 +169,9 @@ impl Application {
             hub.close_streams();
         };
         super::serve::serve(listener, router, limits, grace, shutdown).await;
+        // Background work stops before this instance's presence is cleared
+        // (a heartbeat would write it again) and the pool closes.
+        tasks.stop().await;
         hub.presence.leave(&database.pool).await;
         // The other instances hear of this one's last changes (its users
         // going offline) before the pool closes.

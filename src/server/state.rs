@@ -7,6 +7,10 @@ use leptos::config::LeptosOptions;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use super::{
+    config::{KnockSettings, Settings},
+    tasks::BackgroundTasks,
+};
 use crate::{
     auth::server::{ClerkApi, SessionKeys},
     error::AppError,
@@ -60,6 +64,74 @@ impl FromRef<AppState> for PgPool {
 }
 
 impl AppState {
+    /// The state of one server, as the server and the tests both build it:
+    /// `pool`, the session keys `auth`, the Svix verifier `webhook` and the
+    /// Backend API client `clerk_api` when configured, and the limits in
+    /// `settings`. Starts the real-time hub's reader on `tasks`; the other
+    /// background work starts with [`Self::spawn_background`].
+    pub fn new(
+        settings: &Settings,
+        pool: PgPool,
+        auth: Arc<SessionKeys>,
+        webhook: Option<Arc<svix::webhooks::Webhook>>,
+        clerk_api: Option<ClerkApi>,
+        tasks: &BackgroundTasks,
+    ) -> Self {
+        let knock = &settings.knock;
+        Self {
+            leptos_options: settings.leptos.clone(),
+            hub: crate::realtime::server::Hub::start(&pool, tasks),
+            pool,
+            auth,
+            webhook,
+            webhook_wakeup: Arc::new(Notify::new()),
+            clerk_api,
+            sends: Default::default(),
+            invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
+            send_limiter: Arc::new(crate::messages::server::send_limiter(
+                knock.messages_per_second,
+                knock.message_burst,
+            )),
+            max_streams_per_user: knock.max_streams_per_user,
+            typing_limiter: Arc::new(crate::messages::server::typing_limiter()),
+            clerk_publishable_key: knock.clerk.publishable_key.clone(),
+        }
+    }
+
+    /// Starts the server's background work on `tasks`: the webhook worker,
+    /// LISTEN, the presence heartbeat, pruning of the event log and of
+    /// processed webhooks, and dropping per-user state of quiet users.
+    pub fn spawn_background(&self, tasks: &BackgroundTasks, knock: &KnockSettings) {
+        use crate::webhooks::worker;
+        let pool = &self.pool;
+        tasks.spawn(
+            "webhook worker",
+            worker::run(pool.clone(), self.webhook_wakeup.clone()),
+        );
+        tasks.spawn("listen", self.hub.clone().listen(pool.clone()));
+        tasks.spawn(
+            "presence heartbeat",
+            self.hub.presence.clone().heartbeat(pool.clone()),
+        );
+        tasks.spawn(
+            "event log pruning",
+            crate::realtime::server::prune_forever(pool.clone()),
+        );
+        tasks.spawn(
+            "webhook pruning",
+            worker::prune_forever(pool.clone(), knock.webhook_retention_days),
+        );
+        let state = self.clone();
+        tasks.spawn("forget idle users", async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                ticks.tick().await;
+                state.hub.forget_idle();
+                state.forget_idle_limits();
+            }
+        });
+    }
+
     /// Drops the rate limiters' state of users whose limits have fully
     /// recovered, so that the limiters hold only recently active users.
     pub fn forget_idle_limits(&self) {

@@ -12,10 +12,9 @@ use figment::providers::Serialized;
 use http_body_util::BodyExt;
 use knock::{
     auth::server::SessionKeys,
-    server::{config::Settings, startup::router, state::AppState},
+    server::{config::Settings, startup::router, state::AppState, tasks::BackgroundTasks},
 };
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tower::ServiceExt;
 
 /// The webhook signing secret the tests sign with (`whsec_` + base64).
@@ -45,31 +44,20 @@ pub fn state(pool: &PgPool) -> AppState {
     state_with(pool, dev_keys())
 }
 
-/// The app's state on `pool` with the given session keys.
+/// The app's state on `pool` with the given session keys, built as the
+/// server builds it (without the webhook worker and the other background
+/// work, which tests start themselves where they need it).
 pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
-    let settings = settings();
-    AppState {
-        leptos_options: settings.leptos.clone(),
-        pool: pool.clone(),
+    AppState::new(
+        &settings(),
+        pool.clone(),
         auth,
-        webhook: Some(Arc::new(
+        Some(Arc::new(
             svix::webhooks::Webhook::new(WEBHOOK_SECRET).unwrap(),
         )),
-        webhook_wakeup: Arc::new(Notify::new()),
-        clerk_api: None,
-        hub: knock::realtime::server::Hub::start(pool),
-        sends: Default::default(),
-        invite_limiter: Arc::new(knock::dms::server::invite_limiter(
-            knock::dms::server::INVITES_PER_MINUTE,
-        )),
-        typing_limiter: Arc::new(knock::messages::server::typing_limiter()),
-        send_limiter: Arc::new(knock::messages::server::send_limiter(
-            knock::messages::server::MESSAGES_PER_SECOND,
-            knock::messages::server::MESSAGE_BURST,
-        )),
-        max_streams_per_user: knock::realtime::server::MAX_STREAMS_PER_USER,
-        clerk_publishable_key: None,
-    }
+        None,
+        &BackgroundTasks::default(),
+    )
 }
 
 /// A response as the tests read it.
