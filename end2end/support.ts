@@ -14,6 +14,8 @@ export interface Person {
   context: BrowserContext;
   page: Page;
   username: string;
+  /** False for a browser without JavaScript (the page never hydrates). */
+  javaScriptEnabled?: boolean;
 }
 
 /** Uncaught errors in the pages of `person` since the last check: a
@@ -51,7 +53,7 @@ export async function person(
   await page.getByLabel("Username").fill(username);
   await page.getByRole("button", { name: "Continue" }).click();
   await expect(page.getByLabel("Signed in as")).toHaveText(username);
-  return { context, page, username };
+  return { context, page, username, javaScriptEnabled };
 }
 
 /** Opens the chat page with `other`, found through the people search. */
@@ -75,6 +77,11 @@ export async function activeDm(a: Person, b: Person): Promise<void> {
 
 /** Sends `text` from the composer with the Enter key. */
 export async function sendMessage(who: Person, text: string): Promise<void> {
+  // Enter sends once the page has hydrated (the Menu button is enabled
+  // then); before, it types a new line, as in any text area.
+  if (who.javaScriptEnabled !== false) {
+    await expect(who.page.getByRole("button", { name: "Menu" })).toBeEnabled();
+  }
   const box = who.page.getByRole("textbox", { name: "Message" });
   await box.fill(text);
   await box.press("Enter");

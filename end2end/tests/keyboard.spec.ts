@@ -62,6 +62,10 @@ test("the handshake and a conversation with the keyboard alone", async ({ browse
   await bob.page.keyboard.press("Enter");
   const bobComposer = bob.page.getByRole("textbox", { name: "Message" });
   await expect(bobComposer).toBeFocused();
+  // The accept's own event reaches the sidebar too, and the page settles
+  // (it renders the conversation again, keeping the focus in the composer).
+  await expect(bob.page.getByRole("list", { name: "Conversations" }).getByText(ada.username)).toBeVisible();
+  await expect(bobComposer).toBeFocused();
   await bob.page.keyboard.type("Hi Ada, typed without a mouse");
   await bob.page.keyboard.press("Enter");
   await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("typed without a mouse")).toBeVisible();
