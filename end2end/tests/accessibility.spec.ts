@@ -99,6 +99,10 @@ for (const layout of layouts) {
         await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("edited once")).toBeVisible();
         await audit(bob.page, "conversation, the other side");
 
+        await ada.page.goto("/");
+        await expect(ada.page.getByRole("list", { name: "Conversations" }).getByText(bob.username)).toBeVisible();
+        await audit(ada.page, "home with conversations");
+
         // The block confirmation, a blocked person, the blocked people page.
         await bob.page.getByRole("button", { name: "Block", exact: true }).click();
         await expect(bob.page.getByRole("dialog")).toBeVisible();

@@ -226,7 +226,12 @@ pub fn Sidebar() -> impl IntoView {
                             {(waiting > 0)
                                 .then(|| {
                                     view! {
-                                        <span class="badge" aria-label=format!("{waiting} waiting")>
+                                        // `role="img"`: a generic span cannot carry a name.
+                                        <span
+                                            class="badge"
+                                            role="img"
+                                            aria-label=format!("{waiting} waiting")
+                                        >
                                             {waiting}
                                         </span>
                                     }
@@ -338,6 +343,7 @@ fn conversation_row(d: super::DmSummary, preview: String) -> impl IntoView {
                                 <span
                                     class="badge"
                                     class:muted=muted
+                                    role="img"
                                     aria-label=if muted {
                                         format!("{unread} unread, muted")
                                     } else {
