@@ -400,8 +400,8 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
     }
     // Two statements, not one with `$2 = '' OR …`: planned once for all
     // calls, that one's plan counted on the filter to keep few users and
-    // sorted all of them (3.5 ms at 1,000 users, against 0.34 ms for the
-    // walk along the index that the unfiltered statement gets).
+    // sorted all of them, where the unfiltered statement walks the index
+    // (figures in docs/benchmarks.md).
     let filter = if query.is_empty() {
         ""
     } else {

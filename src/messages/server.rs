@@ -121,7 +121,7 @@ pub async fn list(
     // Postgres plans a prepared statement for its parameters' values until
     // the shared (generic) plan looks no dearer; for a DM whose statistics
     // promise fewer rows than the average (a new DM) it never does, and
-    // every call was planned anew (0.16-0.25 ms, more than running it).
+    // every call would be planned anew, which costs more than running it.
     // `(SELECT $n)` hides the DM's id and the limit from the planner, so
     // each call's plan costs what the shared one does and the shared one
     // is kept.
