@@ -1,4 +1,5 @@
-//! UI shared by several parts of Knock.
+//! UI shared by several parts of Knock: the page layout, avatars, last
+//! seen, the alert for a failed load, and desktop notifications.
 
 pub mod avatar;
 pub mod last_seen;

@@ -1,4 +1,5 @@
-//! Messages: text in an ACTIVE DM, ordered by a per-DM `seq`.
+//! Messages: text in an ACTIVE DM, ordered by a per-DM `seq`. Who may send,
+//! edit and delete is in `server.rs`; the conversation's UI in `components.rs`.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! The server side: settings, database, state, routes and start-up.
+//! The server side: settings, database, state, routes, start-up and the
+//! background tasks.
 //! Compiled only with the `ssr` feature.
 
 pub mod config;
