@@ -740,7 +740,7 @@ mod browser {
         // After the frame, once the view this thread replaces (with the
         // button that had the focus) has left the page.
         request_animation_frame(move || {
-            let Some(textbox) = textbox.get_untracked() else {
+            let Some(textbox) = textbox.try_get_untracked().flatten() else {
                 return;
             };
             // In the main pane, but not the pane itself (where opening a
