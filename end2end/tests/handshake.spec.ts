@@ -93,6 +93,11 @@ test("an accept and a message show up in the other browser without a reload", as
     const path = new URL(request.url()).pathname;
     if (path.startsWith("/api/") && path !== "/api/events") adaCalls.push(path);
   });
+  const bobCalls: string[] = [];
+  bob.context.on("request", (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path.startsWith("/api/") && path !== "/api/events") bobCalls.push(path);
+  });
   await bob.page.getByRole("button", { name: "Accept" }).click();
   // Accepted, the row moves from Requests to Conversations.
   await expect(bob.page.getByRole("list", { name: "Requests" })).toHaveCount(0);
@@ -105,6 +110,10 @@ test("an accept and a message show up in the other browser without a reload", as
   await ada.page.getByRole("textbox", { name: "Message" }).fill("Live hello");
   await ada.page.getByRole("button", { name: "Send" }).click();
   await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("Live hello")).toBeVisible();
+  // Bob's page takes the DM from his accept's answer (or its `dm` event,
+  // whichever comes first) instead of fetching it again.
+  expect(bobCalls).toContain("/api/dm/form");
+  expect(bobCalls).not.toContain("/api/dm/get");
 
   // Away from the conversation, Bob sees an unread count that reading clears.
   await bob.page.goto("/");

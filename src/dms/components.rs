@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use leptos_meta::Title;
 
-use super::{BlockForm, DmForm, DmStatus, MyView, blocked_users, get_dm, list_dms, list_users};
+use super::{BlockForm, Dm, DmForm, DmStatus, MyView, blocked_users, get_dm, list_dms, list_users};
 use crate::{
     auth::{SessionInfo, components::Session},
     components::{
@@ -445,6 +445,7 @@ pub fn ChatPage() -> impl IntoView {
             .get("user_id")
             .and_then(|id| id.parse::<Uuid>().ok())
     };
+    let other_id_untracked = move || untrack(other_id);
     let other = Resource::new(other_id, move |id| async move {
         match id {
             Some(id) if signed_in(info).await => get_user(id).await,
@@ -502,36 +503,80 @@ pub fn ChatPage() -> impl IntoView {
                 .map(|row| (row.dm.clone(), row.last_seq))
         })
     });
-    // What the DM was last fetched for: my own handshake action and the
-    // stream coming back (both fetch it again); a `dm` event alone does not.
-    let fetched_for =
-        StoredValue::new((action.version().get_untracked(), live.dms.get_untracked()));
+    // A handshake step reaches this page twice, as my action's result and
+    // as the `dm` event; the page renders again only when what it shows
+    // changes. `shown` is the DM the page last rendered (or is rendering),
+    // `handed` a newer one to render without fetching it.
+    let shown = StoredValue::new(None::<Dm>);
+    let handed = StoredValue::new(None::<(Dm, Option<i64>)>);
+    let refresh = RwSignal::new(0u64);
+    let offer = move |dm: Dm, last_seq: Option<i64>| {
+        let (same, was_active) = shown.with_value(|shown| {
+            let shown = shown.as_ref();
+            (
+                shown == Some(&dm),
+                shown.is_some_and(|s| s.status == DmStatus::Active),
+            )
+        });
+        if !same {
+            // ACTIVE is final and messages need it: a DM that has just
+            // become ACTIVE has none yet.
+            let last_seq = last_seq.or((dm.status == DmStatus::Active && !was_active).then_some(0));
+            shown.set_value(Some(dm.clone()));
+            handed.set_value(Some((dm, last_seq)));
+            refresh.update(|n| *n += 1);
+        }
+    };
+    Effect::new(move |first: Option<()>| {
+        let heard = heard.get();
+        if first.is_some()
+            && let Some((dm, last_seq)) = heard
+        {
+            offer(dm, Some(last_seq));
+        }
+    });
+    // Whom my pending handshake step is with: its answer is this page's
+    // only if it is still about the same person.
+    let acting_for = StoredValue::new(None::<Uuid>);
+    Effect::new(move |_| {
+        if let Some(with) = action
+            .input()
+            .with(|form| form.as_ref().map(|f| f.other_user_id))
+        {
+            acting_for.set_value(Some(with));
+        }
+    });
+    Effect::new(move |first: Option<()>| {
+        action.version().track();
+        if first.is_some() {
+            match action.value().get_untracked() {
+                Some(Ok(dm)) if acting_for.get_value() == other_id_untracked() => offer(dm, None),
+                // A refused step (the DM changed meanwhile): fetch it.
+                _ => refresh.update(|n| *n += 1),
+            }
+        }
+    });
     // The DM and, while it is ACTIVE, its newest page: one resource, so
     // that the conversation's data is not fetched again each time this
     // page's `Suspend` runs (Leptos walks a `Suspense`'s children more than
-    // once on the server).
+    // once on the server). The stream coming back fetches it again.
     let dm = Resource::new(
-        move || {
-            (
-                other_id(),
-                action.version().get(),
-                live.dms.get(),
-                heard.get(),
-            )
-        },
-        move |(id, version, dms, heard)| async move {
+        move || (other_id(), refresh.get(), live.dms.get()),
+        move |(id, generation, _)| async move {
             let Some(id) = id else {
                 return Err(crate::error::AppError::NotFound);
             };
             if !signed_in(info).await {
                 return Err(crate::error::AppError::Unauthorized);
             }
-            let fresh = fetched_for.get_value() == (version, dms);
-            fetched_for.set_value((version, dms));
-            let (dm, last_seq) = match heard {
-                Some((dm, last_seq)) if fresh => (Some(dm), Some(last_seq)),
-                _ => (get_dm(id).await?, None),
+            let (dm, last_seq) = match handed.try_update_value(Option::take).flatten() {
+                Some((dm, last_seq)) => (Some(dm), last_seq),
+                None => (get_dm(id).await?, None),
             };
+            // A fetch overtaken by a newer step leaves `shown` to that step.
+            if refresh.try_get_untracked() == Some(generation) {
+                shown.set_value(dm.clone());
+            }
             let first = match &dm {
                 // Just accepted, with no message yet: nothing to fetch.
                 Some(dm) if dm.status == DmStatus::Active && last_seq == Some(0) => {
