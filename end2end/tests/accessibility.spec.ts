@@ -133,6 +133,7 @@ test("handshake steps and new messages are announced once in the live region", a
   await expect(said(ada)).toHaveText(`${bob.username} wants to chat with you`);
 
   await openChat(ada, bob);
+  await expect(ada.page.getByRole("button", { name: "Menu" })).toBeEnabled();
   await ada.page.getByRole("button", { name: "Accept" }).click();
   await expect(said(bob)).toHaveText(`${ada.username} accepted your invite`);
   // My own step is not read back to me.

@@ -233,6 +233,29 @@ test("messages sent in quick succession keep their order when the first send is 
   await bob.context.close();
 });
 
+test("a message sent while the page was still connecting shows up and is announced", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  // Ada's next page renders, but its event stream waits to connect.
+  let connect = () => {};
+  const connecting = new Promise<void>((resolve) => (connect = resolve));
+  await ada.page.route("**/api/events*", async (route) => {
+    await connecting;
+    await route.continue();
+  });
+  await ada.page.reload();
+  await expect(ada.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+  await sendMessage(bob, "while you were connecting");
+  connect();
+  await expect.poll(() => messageTexts(ada)).toEqual(["while you were connecting"]);
+  await expect(ada.page.getByRole("status", { name: "Announcements" })).toHaveText(
+    `${bob.username}: while you were connecting`,
+  );
+  await ada.context.close();
+  await bob.context.close();
+});
+
 test("offline and back: what was sent meanwhile arrives once, in order, and a failed send is retried", async ({
   browser,
 }) => {
@@ -253,6 +276,10 @@ test("offline and back: what was sent meanwhile arrives once, in order, and a fa
 
   await bob.context.setOffline(false);
   await expect.poll(() => messageTexts(bob), { timeout: 15_000 }).toEqual(["before", "one", "two", "three", "sent offline"]);
+  // What arrived meanwhile is announced, as it would have been live.
+  await expect(bob.page.getByRole("status", { name: "Announcements" })).toHaveText(
+    new RegExp(`^(${ada.username}: three|3 new messages from ${ada.username})$`),
+  );
   await expect(bob.page.getByRole("status").filter({ hasText: "Reconnecting…" })).toHaveCount(0);
   await bob.page.getByRole("button", { name: "Retry" }).click();
   await expect(bob.page.getByText("Not sent")).toHaveCount(0);

@@ -31,6 +31,10 @@ use crate::{
 
 /// Messages per page of history.
 pub const PAGE: i64 = 50;
+
+/// How many messages each request of a catch-up asks for: the most
+/// `messages/list` returns at once (DESIGN §6).
+const CATCH_UP_PAGE: i64 = 100;
 /// Messages of one sender closer together than this form one group.
 const GROUP_GAP_SECS: i64 = 5 * 60;
 /// How long a typing hint stays without a new one (milliseconds).
@@ -322,27 +326,48 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             });
         }
     };
-    // Everything after the newest message, page by page.
-    let catch_up = move || {
-        leptos::task::spawn_local(async move {
-            loop {
-                let Ok(page) = list_messages(dm_id, None, Some(newest()), Some(200)).await else {
-                    break;
-                };
-                let full = page.len() == 200;
-                if page.iter().any(|m| m.sender_id != me) {
-                    typing_shown.set(0);
-                }
-                merge(messages, pending, page);
-                if !full {
-                    break;
-                }
-            }
-            mark_read();
-        });
-    };
     let other_id = other.id;
     let other_name_for_news = other_name.clone();
+    // Everything after the newest message, page by page. What the other
+    // member sent meanwhile (the stream was down, or not open yet) is
+    // announced once, like a message that arrives live.
+    let catch_up = {
+        let other_name = other_name.clone();
+        move || {
+            let other_name = other_name.clone();
+            leptos::task::spawn_local(async move {
+                let mut theirs: Vec<String> = Vec::new();
+                loop {
+                    let Ok(page) =
+                        list_messages(dm_id, None, Some(newest()), Some(CATCH_UP_PAGE)).await
+                    else {
+                        break;
+                    };
+                    let full = page.len() as i64 == CATCH_UP_PAGE;
+                    // Not what the stream delivered while this page loaded.
+                    let known = newest();
+                    theirs.extend(
+                        page.iter()
+                            .filter(|m| m.seq > known && m.sender_id != me && !m.deleted)
+                            .map(|m| m.body.clone()),
+                    );
+                    merge(messages, pending, page);
+                    if !full {
+                        break;
+                    }
+                }
+                match theirs.as_slice() {
+                    [] => {}
+                    [body] => live.announce(format!("{other_name}: {body}")),
+                    many => live.announce(format!("{} new messages from {other_name}", many.len())),
+                }
+                if !theirs.is_empty() {
+                    typing_shown.set(0);
+                }
+                mark_read();
+            });
+        }
+    };
     live.on_event(move |event| match event {
         // The event carries the message: a new one next in line, an edit or
         // a deletion is shown as it is; after a gap, what is missing is
