@@ -43,8 +43,11 @@ as_pg "$pg_bin/pg_ctl" -D "$tmp/pg" -l "$tmp/pg/server.log" -w \
   -o "-c listen_addresses='' -k $tmp/pg -c fsync=off -c synchronous_commit=off -c max_connections=200" start >/dev/null
 export DATABASE_URL="postgres://knock@localhost/postgres?host=$tmp/pg"
 
+step "sqlx offline data (.sqlx/) matches the statements and migrations"
+bash scripts/sqlx-prepare.sh --check
+
 step "Rust tests"
-SQLX_OFFLINE=true cargo test --features load
+cargo test --features load
 
 step "Browser tests (cargo leptos end-to-end, embedded database)"
 mkdir "$tmp/data"

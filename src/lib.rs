@@ -13,6 +13,7 @@ pub mod auth;
 pub mod components;
 pub mod dms;
 pub mod error;
+pub mod ids;
 #[cfg(feature = "load")]
 pub mod load;
 pub mod messages;

@@ -8,6 +8,7 @@ use axum::{
     body::Body,
     http::{Request, StatusCode, header},
 };
+use knock::ids::UserId;
 use knock::server::state::AppState;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -48,9 +49,9 @@ async fn get(state: &AppState, who: &Person, other: &Person) -> Value {
 }
 
 /// (DM status, [(user, member status)]) as stored.
-async fn stored(pool: &PgPool, dm: &Value) -> (String, Uuid, Vec<(Uuid, String)>) {
+async fn stored(pool: &PgPool, dm: &Value) -> (String, UserId, Vec<(UserId, String)>) {
     let id: Uuid = dm["id"].as_str().unwrap().parse().unwrap();
-    let (status, invited_by): (String, Uuid) =
+    let (status, invited_by): (String, UserId) =
         sqlx::query_as("SELECT status::text, invited_by_user_id FROM dms WHERE id = $1")
             .bind(id)
             .fetch_one(pool)
@@ -66,7 +67,7 @@ async fn stored(pool: &PgPool, dm: &Value) -> (String, Uuid, Vec<(Uuid, String)>
     (status, invited_by, members)
 }
 
-fn sorted(mut members: Vec<(Uuid, &str)>) -> Vec<(Uuid, String)> {
+fn sorted(mut members: Vec<(UserId, &str)>) -> Vec<(UserId, String)> {
     members.sort();
     members
         .into_iter()
@@ -289,7 +290,7 @@ async fn inviting_or_looking_up_an_unknown_or_deleted_user_is_404(pool: PgPool) 
         invite(&state, &ada, &gone).await.status,
         StatusCode::NOT_FOUND
     );
-    for other in [Uuid::new_v4(), gone.id] {
+    for other in [UserId::new_v4(), gone.id] {
         let reply = call(
             &state,
             Some(&ada),
@@ -577,7 +578,7 @@ async fn fifty_concurrent_invites_from_both_sides_end_in_one_consistent_dm(pool:
             .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
         "{statuses:?}"
     );
-    let dms: Vec<(Uuid, String, Uuid)> =
+    let dms: Vec<(Uuid, String, UserId)> =
         sqlx::query_as("SELECT id, status::text, invited_by_user_id FROM dms")
             .fetch_all(&pool)
             .await

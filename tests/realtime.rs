@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use figment::providers::Serialized;
+use knock::ids::UserId;
 use knock::{
     auth::server::SessionKeys,
     realtime::server::POLL,
@@ -76,7 +77,7 @@ async fn start(options: &PgConnectOptions) -> (tempfile::TempDir, Server, PgPool
 }
 
 /// A user and a token signed with the servers' dev key.
-async fn person(pool: &PgPool, keys: &SessionKeys, name: &str) -> (Uuid, String) {
+async fn person(pool: &PgPool, keys: &SessionKeys, name: &str) -> (UserId, String) {
     let clerk_id = format!("user_{name}");
     let user = ClerkUser {
         id: clerk_id.clone(),
@@ -105,7 +106,12 @@ async fn call(base: &str, token: &str, endpoint: &str, body: Value) -> Value {
 }
 
 /// An ACTIVE DM: the inviter's invite to `invitee`, accepted; the DM.
-async fn accepted_dm(base: &str, inviter_token: &str, invitee_token: &str, invitee: Uuid) -> Value {
+async fn accepted_dm(
+    base: &str,
+    inviter_token: &str,
+    invitee_token: &str,
+    invitee: UserId,
+) -> Value {
     let dm = call(
         base,
         inviter_token,
@@ -452,7 +458,7 @@ async fn typing_and_presence_flow_only_between_members_of_an_active_dm(
         json!({ "other_user_id": bob }),
     )
     .await;
-    let online = |token: String, who: Uuid| {
+    let online = |token: String, who: UserId| {
         let base = one.base.clone();
         async move {
             let people = call(&base, &token, "users/list", json!({})).await;
@@ -626,7 +632,11 @@ async fn the_log_is_read_in_transaction_order_across_a_power_of_ten(
 
 /// Ada and Bob, with an ACTIVE DM between them: (ada token, bob id, bob
 /// token, dm id).
-async fn active_dm(base: &str, pool: &PgPool, keys: &SessionKeys) -> (String, Uuid, String, Value) {
+async fn active_dm(
+    base: &str,
+    pool: &PgPool,
+    keys: &SessionKeys,
+) -> (String, UserId, String, Value) {
     let (_, ada_token) = person(pool, keys, "ada").await;
     let (bob, bob_token) = person(pool, keys, "bob").await;
     let dm = accepted_dm(base, &ada_token, &bob_token, bob).await;
@@ -960,7 +970,7 @@ async fn a_stream_requested_over_http_1_0_as_a_proxy_does_is_delimited_by_the_cl
 /// does.
 async fn log_reads(
     tx: &mut sqlx::PgConnection,
-    users: &[Uuid],
+    users: &[UserId],
     seqs: std::ops::RangeInclusive<i64>,
 ) {
     sqlx::query(
@@ -1130,7 +1140,7 @@ async fn opening_and_closing_streams_in_a_loop_gets_429_and_moves_presence_once(
 }
 
 /// Whether the next `presence` event about `who` says online.
-async fn next_presence_of(rx: &mut mpsc::UnboundedReceiver<Sse>, who: Uuid) -> bool {
+async fn next_presence_of(rx: &mut mpsc::UnboundedReceiver<Sse>, who: UserId) -> bool {
     loop {
         let (_, kind, data) = next_any(rx, Duration::from_secs(10)).await;
         if kind == "presence" && data["user_id"] == json!(who) {

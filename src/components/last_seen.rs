@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use leptos::prelude::*;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+use crate::ids::UserId;
 use crate::realtime::Live;
 
 /// How often the relative time is worked out again.
@@ -46,7 +46,7 @@ pub fn last_seen_text(
 #[component]
 pub fn LastSeen(
     /// Whose.
-    user: Uuid,
+    user: UserId,
     /// Whether their presence may be shown.
     presence: bool,
 ) -> impl IntoView {

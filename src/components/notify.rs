@@ -41,7 +41,7 @@ mod browser {
     use wasm_bindgen::{JsCast, closure::Closure};
     use web_sys::{Notification, NotificationOptions, NotificationPermission, VisibilityState};
 
-    use crate::messages::Message;
+    use crate::{ids::UserId, messages::Message};
 
     pub fn permission_default() -> bool {
         js_sys::Reflect::has(&window(), &"Notification".into()).unwrap_or(false)
@@ -61,7 +61,7 @@ mod browser {
     /// Shows a notification for `message`, just received, when it is new
     /// (not an edit or a deletion), someone else's, the tab is hidden and
     /// permission was granted.
-    pub fn message_arrived(message: &Message, me: Option<uuid::Uuid>) {
+    pub fn message_arrived(message: &Message, me: Option<UserId>) {
         let hidden = document().visibility_state() == VisibilityState::Hidden;
         let allowed = js_sys::Reflect::has(&window(), &"Notification".into()).unwrap_or(false)
             && Notification::permission() == NotificationPermission::Granted;

@@ -8,11 +8,11 @@ use leptos_router::{
     components::Form,
     hooks::{use_params_map, use_query_map},
 };
-use uuid::Uuid;
 
 use leptos_meta::Title;
 
 use super::{BlockForm, Dm, DmForm, DmStatus, MyView, blocked_users, get_dm, list_dms, list_users};
+use crate::ids::{DmId, UserId};
 use crate::{
     auth::{SessionInfo, components::Session},
     components::{
@@ -55,7 +55,7 @@ pub fn Sidebar() -> impl IntoView {
     // What the event stream said since the list was fetched, applied on
     // top of it: the list is fetched again only for a handshake step, a
     // resync, or an edit or deletion (which may change a preview).
-    let patches = RwSignal::new(HashMap::<Uuid, RowPatch>::new());
+    let patches = RwSignal::new(HashMap::<DmId, RowPatch>::new());
     let refetch = RwSignal::new(0u64);
     let dms = Resource::new(
         move || {
@@ -377,8 +377,8 @@ struct RowPatch {
 /// or add rows) and `patches` applied, newest activity first.
 fn apply(
     mut dms: Vec<super::DmSummary>,
-    heard: &HashMap<Uuid, super::DmSummary>,
-    patches: &HashMap<Uuid, RowPatch>,
+    heard: &HashMap<DmId, super::DmSummary>,
+    patches: &HashMap<DmId, RowPatch>,
 ) -> Vec<super::DmSummary> {
     for row in heard.values() {
         match dms.iter_mut().find(|d| d.dm.id == row.dm.id) {
@@ -396,7 +396,7 @@ fn apply(
             && newest.seq > dm.last_seq
         {
             dm.last_message = Some(newest.body.clone());
-            dm.last_activity_at = dm.last_activity_at.clone().max(newest.created_at.clone());
+            dm.last_activity_at = dm.last_activity_at.max(newest.created_at);
         }
         // Reading the newest message the row knew of read all it counted.
         let base = if patch.read_through >= dm.last_seq {
@@ -412,8 +412,7 @@ fn apply(
             .count();
         dm.unread_count = base + i64::try_from(added).unwrap_or(0);
     }
-    // RFC 3339 in UTC with milliseconds sorts as text.
-    dms.sort_by(|a, b| b.last_activity_at.cmp(&a.last_activity_at));
+    dms.sort_by_key(|dm| std::cmp::Reverse(dm.last_activity_at));
     dms
 }
 
@@ -443,7 +442,7 @@ pub fn ChatPage() -> impl IntoView {
         params
             .read()
             .get("user_id")
-            .and_then(|id| id.parse::<Uuid>().ok())
+            .and_then(|id| id.parse::<UserId>().ok())
     };
     let other_id_untracked = move || untrack(other_id);
     let other = Resource::new(other_id, move |id| async move {
@@ -537,7 +536,7 @@ pub fn ChatPage() -> impl IntoView {
     });
     // Whom my pending handshake step is with: its answer is this page's
     // only if it is still about the same person.
-    let acting_for = StoredValue::new(None::<Uuid>);
+    let acting_for = StoredValue::new(None::<UserId>);
     Effect::new(move |_| {
         if let Some(with) = action
             .input()
@@ -909,6 +908,7 @@ mod tests {
     use super::*;
     use crate::{
         dms::{Dm, DmSummary},
+        ids::MessageId,
         messages::Message,
         users::User,
     };
@@ -916,7 +916,7 @@ mod tests {
     #[test]
     fn the_other_members_handshake_steps_are_announced_and_mine_are_not() {
         // Row 1 is a DM with bob (user 2), who invited; I am user 3.
-        let (bob, me) = (Uuid::from_u128(2), Uuid::from_u128(3));
+        let (bob, me) = (UserId::from_u128(2), UserId::from_u128(3));
         let news = |status, invited_by_user_id| {
             let mut r = row(0, 0);
             r.dm.status = status;
@@ -944,21 +944,21 @@ mod tests {
     fn row(last_seq: i64, unread_count: i64) -> DmSummary {
         DmSummary {
             dm: Dm {
-                id: Uuid::from_u128(1),
+                id: DmId::from_u128(1),
                 status: DmStatus::Active,
-                invited_by_user_id: Uuid::from_u128(2),
+                invited_by_user_id: UserId::from_u128(2),
                 invite_note: None,
                 muted: false,
             },
             other_user: User {
-                id: Uuid::from_u128(2),
+                id: UserId::from_u128(2),
                 username: "bob".into(),
                 first_name: None,
                 last_name: None,
                 image_url: None,
             },
             last_message: Some("older".into()),
-            last_activity_at: "2026-12-02T10:00:00.000Z".into(),
+            last_activity_at: time::macros::datetime!(2026-12-02 10:00 UTC),
             unread_count,
             last_seq,
             online: false,
@@ -968,13 +968,14 @@ mod tests {
 
     fn message(seq: i64, body: &str) -> Message {
         Message {
-            id: Uuid::from_u128(10 + seq as u128),
-            dm_id: Uuid::from_u128(1),
+            id: MessageId::from_u128(10 + seq as u128),
+            dm_id: DmId::from_u128(1),
             seq,
-            sender_id: Uuid::from_u128(2),
+            sender_id: UserId::from_u128(2),
             body: body.into(),
-            client_id: Uuid::from_u128(100 + seq as u128),
-            created_at: format!("2026-12-02T11:00:0{seq}.000Z"),
+            client_id: uuid::Uuid::from_u128(100 + seq as u128),
+            created_at: time::macros::datetime!(2026-12-02 11:00 UTC)
+                + time::Duration::seconds(seq),
             edited_at: None,
             deleted: false,
         }
@@ -989,20 +990,23 @@ mod tests {
             newest: Some(message(5, "mine, newest")),
             read_through: 0,
         };
-        let patches = HashMap::from([(Uuid::from_u128(1), patch.clone())]);
+        let patches = HashMap::from([(DmId::from_u128(1), patch.clone())]);
         let [patched] = apply(vec![row(3, 2)], &HashMap::new(), &patches)
             .try_into()
             .unwrap();
         assert_eq!(patched.unread_count, 3);
         assert_eq!(patched.last_message.as_deref(), Some("mine, newest"));
-        assert_eq!(patched.last_activity_at, "2026-12-02T11:00:05.000Z");
+        assert_eq!(
+            patched.last_activity_at,
+            time::macros::datetime!(2026-12-02 11:00:05 UTC)
+        );
 
         // Reading through 4 reads all the row counted and the 4.
         let read = RowPatch {
             read_through: 4,
             ..patch
         };
-        let patches = HashMap::from([(Uuid::from_u128(1), read)]);
+        let patches = HashMap::from([(DmId::from_u128(1), read)]);
         let [patched] = apply(vec![row(3, 2)], &HashMap::new(), &patches)
             .try_into()
             .unwrap();

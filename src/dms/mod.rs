@@ -8,8 +8,8 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
+use crate::ids::{DmId, UserId};
 use crate::{error::AppError, users::User};
 
 pub mod components;
@@ -39,11 +39,11 @@ pub enum DmStatus {
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Dm {
     /// The DM's id.
-    pub id: Uuid,
+    pub id: DmId,
     /// Its state.
     pub status: DmStatus,
     /// Who sent the current invite.
-    pub invited_by_user_id: Uuid,
+    pub invited_by_user_id: UserId,
     /// The inviter's note with the invite, while it waits (`INVITED`);
     /// `null` otherwise.
     #[serde(default)]
@@ -78,7 +78,7 @@ pub enum MyView {
 /// What a screen reader announces to `me` when DM `row` has just changed
 /// state through the other member: an invite, an accept, a decline. My
 /// own steps are not announced (the page I acted on shows them).
-pub fn handshake_news(row: &DmSummary, me: Uuid) -> Option<String> {
+pub fn handshake_news(row: &DmSummary, me: UserId) -> Option<String> {
     let name = row.other_user.display_name();
     match MyView::of(Some(&row.dm), me) {
         MyView::Invited => Some(format!("{name} wants to chat with you")),
@@ -93,7 +93,7 @@ pub fn handshake_news(row: &DmSummary, me: Uuid) -> Option<String> {
 impl MyView {
     /// The view of `me` on `dm` (only the invitee can decline, so in a
     /// declined DM the decliner is whoever did not invite).
-    pub fn of(dm: Option<&Dm>, me: Uuid) -> Self {
+    pub fn of(dm: Option<&Dm>, me: UserId) -> Self {
         match dm {
             None => Self::None,
             Some(dm) => match (dm.status, dm.invited_by_user_id == me) {
@@ -130,8 +130,10 @@ pub struct DmSummary {
     pub other_user: User,
     /// The last message's text, if any.
     pub last_message: Option<String>,
-    /// When the DM last changed, RFC 3339.
-    pub last_activity_at: String,
+    /// When the DM last changed (its newest message or handshake step), to
+    /// the millisecond; RFC 3339 on the wire.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_activity_at: time::OffsetDateTime,
     /// Messages from the other user after my read position.
     pub unread_count: i64,
     /// The `seq` of the DM's newest message (0 before the first): what
@@ -165,7 +167,7 @@ pub async fn list_users(query: Option<String>) -> Result<Vec<UserWithDm>, AppErr
 /// # Errors
 /// 401 without a session; 404 for an unknown user.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/get", input = server_fn::codec::Json)]
-pub async fn get_dm(other_user_id: Uuid) -> Result<Option<Dm>, AppError> {
+pub async fn get_dm(other_user_id: UserId) -> Result<Option<Dm>, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::get(&state.pool, me.id, other_user_id)
@@ -182,7 +184,7 @@ pub async fn get_dm(other_user_id: Uuid) -> Result<Option<Dm>, AppError> {
 /// 409 a repeat invite (or inviting someone I blocked); 429 too many
 /// invites.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/invite", input = server_fn::codec::Json)]
-pub async fn invite(other_user_id: Uuid, note: Option<String>) -> Result<Dm, AppError> {
+pub async fn invite(other_user_id: UserId, note: Option<String>) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::invite(&state, me.id, other_user_id, note.as_deref())
@@ -195,7 +197,7 @@ pub async fn invite(other_user_id: Uuid, note: Option<String>) -> Result<Dm, App
 /// # Errors
 /// 404 unknown DM or not mine; 409 not a pending invite of mine.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/accept", input = server_fn::codec::Json)]
-pub async fn accept(dm_id: Uuid) -> Result<Dm, AppError> {
+pub async fn accept(dm_id: DmId) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::answer(&state, me.id, dm_id, server::Answer::Accept)
@@ -208,7 +210,7 @@ pub async fn accept(dm_id: Uuid) -> Result<Dm, AppError> {
 /// # Errors
 /// 404 unknown DM or not mine; 409 not a pending invite of mine.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/decline", input = server_fn::codec::Json)]
-pub async fn decline(dm_id: Uuid) -> Result<Dm, AppError> {
+pub async fn decline(dm_id: DmId) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::answer(&state, me.id, dm_id, server::Answer::Decline)
@@ -222,7 +224,7 @@ pub async fn decline(dm_id: Uuid) -> Result<Dm, AppError> {
 /// # Errors
 /// 404 unknown DM or not mine; 409 when it is not ACTIVE.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/mute", input = server_fn::codec::Json)]
-pub async fn mute(dm_id: Uuid, muted: bool) -> Result<(), AppError> {
+pub async fn mute(dm_id: DmId, muted: bool) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::set_muted(&state, me.id, dm_id, muted)
@@ -248,7 +250,7 @@ pub async fn list_dms() -> Result<Vec<DmSummary>, AppError> {
 /// # Errors
 /// 400 blocking myself; 404 unknown user.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/block", input = server_fn::codec::Json)]
-pub async fn block(user_id: Uuid) -> Result<(), AppError> {
+pub async fn block(user_id: UserId) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::set_block(&state, me.id, user_id, true)
@@ -261,7 +263,7 @@ pub async fn block(user_id: Uuid) -> Result<(), AppError> {
 /// # Errors
 /// 404 unknown user.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/unblock", input = server_fn::codec::Json)]
-pub async fn unblock(user_id: Uuid) -> Result<(), AppError> {
+pub async fn unblock(user_id: UserId) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::set_block(&state, me.id, user_id, false)
@@ -291,7 +293,7 @@ pub async fn blocked_users() -> Result<Vec<User>, AppError> {
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "users/block-form")]
 pub async fn block_form(
     action: String,
-    user_id: Uuid,
+    user_id: UserId,
     back: Option<String>,
 ) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
@@ -326,8 +328,8 @@ pub async fn block_form(
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "dm/form")]
 pub async fn dm_form(
     action: String,
-    other_user_id: Uuid,
-    dm_id: Option<Uuid>,
+    other_user_id: UserId,
+    dm_id: Option<DmId>,
     note: Option<String>,
 ) -> Result<Dm, AppError> {
     let me = crate::auth::server::current_user().await?;

@@ -22,9 +22,9 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::{PgPool, Postgres, Transaction};
-use uuid::Uuid;
 
 use super::{Dm, DmStatus, DmSummary, UserWithDm};
+use crate::ids::{DmId, UserId};
 use crate::{
     error::AppError,
     realtime::{Event, server as realtime},
@@ -38,7 +38,7 @@ pub const INVITES_PER_MINUTE: u32 = 20;
 
 /// The per-user invite limiter (GCRA, the `governor` crate), per server
 /// instance.
-pub type InviteLimiter = DefaultKeyedRateLimiter<Uuid>;
+pub type InviteLimiter = DefaultKeyedRateLimiter<UserId>;
 
 /// A limiter allowing `per_minute` invites per user per minute (at least 1).
 pub fn invite_limiter(per_minute: u32) -> InviteLimiter {
@@ -48,23 +48,25 @@ pub fn invite_limiter(per_minute: u32) -> InviteLimiter {
 }
 
 /// The pair as the `dms` table stores it: smaller id first.
-fn ordered(a: Uuid, b: Uuid) -> (Uuid, Uuid) {
+fn ordered(a: UserId, b: UserId) -> (UserId, UserId) {
     if a < b { (a, b) } else { (b, a) }
 }
 
-async fn live_user_exists(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL)")
-        .bind(id)
-        .fetch_one(pool)
-        .await
+async fn live_user_exists(pool: &PgPool, id: UserId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL) AS "live!""#,
+        id as UserId,
+    )
+    .fetch_one(pool)
+    .await
 }
 
-async fn is_blocked(pool: &PgPool, blocker: Uuid, blocked: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)",
+async fn is_blocked(pool: &PgPool, blocker: UserId, blocked: UserId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2) AS "blocked!""#,
+        blocker as UserId,
+        blocked as UserId,
     )
-    .bind(blocker)
-    .bind(blocked)
     .fetch_one(pool)
     .await
 }
@@ -74,28 +76,20 @@ async fn is_blocked(pool: &PgPool, blocker: Uuid, blocked: Uuid) -> Result<bool,
 ///
 /// # Errors
 /// 404 when `other` is not a live user; 500 on a database error.
-pub async fn get(pool: &PgPool, me: Uuid, other: Uuid) -> Result<Option<Dm>, AppError> {
+pub async fn get(pool: &PgPool, me: UserId, other: UserId) -> Result<Option<Dm>, AppError> {
     let (a, b) = ordered(me, other);
-    #[derive(sqlx::FromRow)]
-    struct Lookup {
-        live: bool,
-        id: Option<Uuid>,
-        status: Option<DmStatus>,
-        invited_by_user_id: Option<Uuid>,
-        invite_note: Option<String>,
-        muted: Option<bool>,
-    }
-    let found: Lookup = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL) AS live,
-                d.id, d.status, d.invited_by_user_id, d.invite_note,
-                (SELECT m.muted FROM dm_members m WHERE m.dm_id = d.id AND m.user_id = $4) AS muted
-         FROM (SELECT 1) AS one
-         LEFT JOIN dms d ON d.user_a_id = $1 AND d.user_b_id = $2",
+    let found = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL) AS "live!",
+                  d.id AS "id?: DmId", d.status AS "status?: DmStatus",
+                  d.invited_by_user_id AS "invited_by_user_id?: UserId", d.invite_note,
+                  (SELECT m.muted FROM dm_members m WHERE m.dm_id = d.id AND m.user_id = $4) AS muted
+           FROM (SELECT 1) AS one
+           LEFT JOIN dms d ON d.user_a_id = $1 AND d.user_b_id = $2"#,
+        a as UserId,
+        b as UserId,
+        other as UserId,
+        me as UserId,
     )
-    .bind(a)
-    .bind(b)
-    .bind(other)
-    .bind(me)
     .fetch_one(pool)
     .await?;
     if other != me && !found.live {
@@ -143,8 +137,8 @@ pub fn check_note(note: Option<&str>) -> Result<Option<String>, AppError> {
 #[tracing::instrument(skip_all, fields(%me, %other))]
 pub async fn invite(
     state: &AppState,
-    me: Uuid,
-    other: Uuid,
+    me: UserId,
+    other: UserId,
     note: Option<&str>,
 ) -> Result<Dm, AppError> {
     let pool = &state.pool;
@@ -183,62 +177,67 @@ pub async fn invite(
 
 async fn dm_state(
     tx: &mut Transaction<'_, Postgres>,
-    me: Uuid,
-    other: Uuid,
+    me: UserId,
+    other: UserId,
 ) -> Result<Option<Dm>, sqlx::Error> {
     let (a, b) = ordered(me, other);
-    sqlx::query_as(
-        "SELECT id, status, invited_by_user_id, invite_note,
-                (SELECT m.muted FROM dm_members m WHERE m.dm_id = dms.id AND m.user_id = $3) AS muted
-         FROM dms WHERE user_a_id = $1 AND user_b_id = $2",
+    sqlx::query_as!(
+        Dm,
+        r#"SELECT id AS "id: DmId", status AS "status: DmStatus", invited_by_user_id AS "invited_by_user_id: UserId", invite_note,
+                  COALESCE((SELECT m.muted FROM dm_members m WHERE m.dm_id = dms.id AND m.user_id = $3),
+                           false) AS "muted!"
+           FROM dms WHERE user_a_id = $1 AND user_b_id = $2"#,
+        a as UserId,
+        b as UserId,
+        me as UserId,
     )
-    .bind(a)
-    .bind(b)
-    .bind(me)
     .fetch_optional(&mut **tx)
     .await
 }
 
 async fn invite_in(
     tx: &mut Transaction<'_, Postgres>,
-    me: Uuid,
-    other: Uuid,
+    me: UserId,
+    other: UserId,
     note: Option<&str>,
 ) -> Result<Dm, AppError> {
     let (a, b) = ordered(me, other);
-    let created: Option<Dm> = sqlx::query_as(
-        "INSERT INTO dms (user_a_id, user_b_id, status, invited_by_user_id, invite_note)
-         VALUES ($1, $2, 'INVITED', $3, $4)
-         ON CONFLICT (dm_key) DO NOTHING
-         RETURNING id, status, invited_by_user_id, invite_note",
+    let created = sqlx::query_as!(
+        Dm,
+        r#"INSERT INTO dms (user_a_id, user_b_id, status, invited_by_user_id, invite_note)
+           VALUES ($1, $2, 'INVITED', $3, $4)
+           ON CONFLICT (dm_key) DO NOTHING
+           RETURNING id AS "id: DmId", status AS "status: DmStatus", invited_by_user_id AS "invited_by_user_id: UserId", invite_note, false AS "muted!""#,
+        a as UserId,
+        b as UserId,
+        me as UserId,
+        note,
     )
-    .bind(a)
-    .bind(b)
-    .bind(me)
-    .bind(note)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(dm) = created {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO dm_members (dm_id, user_id, status)
              VALUES ($1, $2, 'ACCEPTED'), ($1, $3, 'PENDING')",
+            dm.id as DmId,
+            me as UserId,
+            other as UserId,
         )
-        .bind(dm.id)
-        .bind(me)
-        .bind(other)
         .execute(&mut **tx)
         .await?;
         return Ok(dm);
     }
     // The DM exists (or a concurrent invite just made it): lock and decide.
-    let dm: Dm = sqlx::query_as(
-        "SELECT id, status, invited_by_user_id, invite_note,
-                (SELECT m.muted FROM dm_members m WHERE m.dm_id = dms.id AND m.user_id = $3) AS muted
-         FROM dms WHERE user_a_id = $1 AND user_b_id = $2 FOR UPDATE",
+    let dm = sqlx::query_as!(
+        Dm,
+        r#"SELECT id AS "id: DmId", status AS "status: DmStatus", invited_by_user_id AS "invited_by_user_id: UserId", invite_note,
+                  COALESCE((SELECT m.muted FROM dm_members m WHERE m.dm_id = dms.id AND m.user_id = $3),
+                           false) AS "muted!"
+           FROM dms WHERE user_a_id = $1 AND user_b_id = $2 FOR UPDATE"#,
+        a as UserId,
+        b as UserId,
+        me as UserId,
     )
-    .bind(a)
-    .bind(b)
-    .bind(me)
     .fetch_one(&mut **tx)
     .await?;
     match dm.status {
@@ -247,23 +246,24 @@ async fn invite_in(
         )),
         DmStatus::Invited | DmStatus::Active => Ok(dm),
         DmStatus::Declined => {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE dm_members SET status = CASE WHEN user_id = $2 THEN 'ACCEPTED' ELSE 'PENDING' END::member_status,
                         updated_at = now()
                  WHERE dm_id = $1",
+                dm.id as DmId,
+                me as UserId,
             )
-            .bind(dm.id)
-            .bind(me)
             .execute(&mut **tx)
             .await?;
-            Ok(sqlx::query_as(
-                "UPDATE dms SET status = 'INVITED', invited_by_user_id = $2, invite_note = $3,
-                        updated_at = now()
-                 WHERE id = $1 RETURNING id, status, invited_by_user_id, invite_note",
+            Ok(sqlx::query_as!(
+                Dm,
+                r#"UPDATE dms SET status = 'INVITED', invited_by_user_id = $2, invite_note = $3,
+                          updated_at = now()
+                   WHERE id = $1 RETURNING id AS "id: DmId", status AS "status: DmStatus", invited_by_user_id AS "invited_by_user_id: UserId", invite_note, false AS "muted!""#,
+                dm.id as DmId,
+                me as UserId,
+                note,
             )
-            .bind(dm.id)
-            .bind(me)
-            .bind(note)
             .fetch_one(&mut **tx)
             .await?)
         }
@@ -288,23 +288,25 @@ pub enum Answer {
 #[tracing::instrument(skip_all, fields(%me, %dm_id, ?answer))]
 pub async fn answer(
     state: &AppState,
-    me: Uuid,
-    dm_id: Uuid,
+    me: UserId,
+    dm_id: DmId,
     answer: Answer,
 ) -> Result<Dm, AppError> {
     let mut tx = state.pool.begin().await?;
-    let dm: Option<Dm> = sqlx::query_as(
-        "SELECT id, status, invited_by_user_id, invite_note FROM dms WHERE id = $1 FOR UPDATE",
+    let dm = sqlx::query_as!(
+        Dm,
+        r#"SELECT id AS "id: DmId", status AS "status: DmStatus", invited_by_user_id AS "invited_by_user_id: UserId", invite_note, false AS "muted!" FROM dms WHERE id = $1 FOR UPDATE"#,
+        dm_id as DmId,
     )
-    .bind(dm_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let my_status: Option<String> =
-        sqlx::query_scalar("SELECT status::text FROM dm_members WHERE dm_id = $1 AND user_id = $2")
-            .bind(dm_id)
-            .bind(me)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let my_status = sqlx::query_scalar!(
+        r#"SELECT status::text AS "status!" FROM dm_members WHERE dm_id = $1 AND user_id = $2"#,
+        dm_id as DmId,
+        me as UserId,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let (Some(dm), Some(my_status)) = (dm, my_status) else {
         return Err(AppError::NotFound);
     };
@@ -322,20 +324,22 @@ pub async fn answer(
         Answer::Accept => ("ACCEPTED", "ACTIVE"),
         Answer::Decline => ("DECLINED", "DECLINED"),
     };
-    sqlx::query(
-        "UPDATE dm_members SET status = $3::member_status, updated_at = now() WHERE dm_id = $1 AND user_id = $2",
+    sqlx::query!(
+        "UPDATE dm_members SET status = $3::text::member_status, updated_at = now()
+         WHERE dm_id = $1 AND user_id = $2",
+        dm_id as DmId,
+        me as UserId,
+        member,
     )
-    .bind(dm_id)
-    .bind(me)
-    .bind(member)
     .execute(&mut *tx)
     .await?;
-    let dm: Dm = sqlx::query_as(
-        "UPDATE dms SET status = $2::dm_status, invite_note = NULL, updated_at = now()
-         WHERE id = $1 RETURNING id, status, invited_by_user_id, invite_note",
+    let dm = sqlx::query_as!(
+        Dm,
+        r#"UPDATE dms SET status = $2::text::dm_status, invite_note = NULL, updated_at = now()
+           WHERE id = $1 RETURNING id AS "id: DmId", status AS "status: DmStatus", invited_by_user_id AS "invited_by_user_id: UserId", invite_note, false AS "muted!""#,
+        dm_id as DmId,
+        status,
     )
-    .bind(dm_id)
-    .bind(status)
     .fetch_one(&mut *tx)
     .await?;
     let events = dm_events(&mut tx, &[me, dm.invited_by_user_id], dm.id).await?;
@@ -343,38 +347,19 @@ pub async fn answer(
     Ok(dm)
 }
 
-#[derive(sqlx::FromRow)]
 struct UserDmRow {
-    id: Uuid,
+    id: UserId,
     username: String,
     first_name: Option<String>,
     last_name: Option<String>,
     image_url: Option<String>,
-    dm_id: Option<Uuid>,
+    dm_id: Option<DmId>,
     dm_status: Option<DmStatus>,
-    invited_by_user_id: Option<Uuid>,
+    invited_by_user_id: Option<UserId>,
     invite_note: Option<String>,
     muted: Option<bool>,
     online: bool,
 }
-
-/// SQL: whether user `u` is online, as `me` (`$1`) may see it: only across
-/// an ACTIVE DM `d` and with no block between the two either way; see
-/// `realtime::presence`. Presence is looked up only for an ACTIVE DM
-/// (`CASE`, not `AND`: with no DM, `NULL AND EXISTS (…)` would still run the
-/// subquery).
-const ONLINE: &str = "CASE WHEN d.status = 'ACTIVE' THEN EXISTS (
-         SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
-         WHERE p.user_id = u.id AND i.seen_at > now() - interval '30 seconds')
-       AND NOT EXISTS (SELECT 1 FROM blocks b
-                        WHERE (b.blocker_id, b.blocked_id) IN (($1, u.id), (u.id, $1)))
-       ELSE false END AS online";
-
-/// SQL: when user `u`'s last stream closed, as `me` (`$1`) may see it: on
-/// the same terms as [`ONLINE`].
-const LAST_SEEN: &str = "CASE WHEN d.status = 'ACTIVE' AND NOT EXISTS (
-         SELECT 1 FROM blocks b WHERE (b.blocker_id, b.blocked_id) IN (($1, u.id), (u.id, $1)))
-       THEN u.last_seen_at END AS last_seen_at";
 
 /// The longest people search, in characters (DESIGN §6).
 pub const MAX_QUERY_CHARS: usize = 100;
@@ -390,7 +375,11 @@ pub const MAX_QUERY_CHARS: usize = 100;
 ///
 /// # Errors
 /// 500 on a database error.
-pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<UserWithDm>, AppError> {
+pub async fn list_users(
+    pool: &PgPool,
+    me: UserId,
+    query: &str,
+) -> Result<Vec<UserWithDm>, AppError> {
     let query = query.trim();
     crate::error::refuse_control_characters(query, "A search")?;
     if query.chars().count() > MAX_QUERY_CHARS {
@@ -402,30 +391,32 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
     // calls, that one's plan counted on the filter to keep few users and
     // sorted all of them, where the unfiltered statement walks the index
     // (figures in docs/benchmarks.md).
-    let filter = if query.is_empty() {
-        ""
+    let rows = if query.is_empty() {
+        sqlx::query_as!(
+            UserDmRow,
+            r#"WITH d AS (
+                   SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, m.muted,
+                          CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END AS other_id
+                   FROM dm_members m JOIN dms d ON d.id = m.dm_id
+                   WHERE m.user_id = $1)
+                 SELECT u.id AS "id: UserId", u.username, u.first_name, u.last_name, u.image_url,
+                        d.id AS "dm_id?: DmId", d.status AS "dm_status?: DmStatus",
+                        d.invited_by_user_id AS "invited_by_user_id?: UserId", d.invite_note,
+                        d.muted AS "muted?",
+                        CASE WHEN d.status = 'ACTIVE'
+                             THEN has_live_stream(u.id) AND NOT blocked_between($1, u.id)
+                             ELSE false END AS "online!"
+                 FROM users u
+                 LEFT JOIN d ON d.other_id = u.id
+                 WHERE u.id <> $1 AND u.deleted_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
+                 ORDER BY lower(u.username)
+                 LIMIT 100"#,
+            me as UserId,
+        )
+        .fetch_all(pool)
+        .await?
     } else {
-        "AND (u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)"
-    };
-    let sql = format!(
-        "WITH d AS (
-           SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, m.muted,
-                  CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END AS other_id
-           FROM dm_members m JOIN dms d ON d.id = m.dm_id
-           WHERE m.user_id = $1)
-         SELECT u.id, u.username, u.first_name, u.last_name, u.image_url,
-                d.id AS dm_id, d.status AS dm_status, d.invited_by_user_id, d.invite_note, d.muted,
-                {ONLINE}
-         FROM users u
-         LEFT JOIN d ON d.other_id = u.id
-         WHERE u.id <> $1 AND u.deleted_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
-           {filter}
-         ORDER BY lower(u.username)
-         LIMIT 100"
-    );
-    let mut rows = sqlx::query_as::<_, UserDmRow>(&sql).bind(me);
-    if !query.is_empty() {
         let pattern = format!(
             "%{}%",
             query
@@ -433,9 +424,33 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        rows = rows.bind(pattern);
-    }
-    let rows = rows.fetch_all(pool).await?;
+        sqlx::query_as!(
+            UserDmRow,
+            r#"WITH d AS (
+                   SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, m.muted,
+                          CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END AS other_id
+                   FROM dm_members m JOIN dms d ON d.id = m.dm_id
+                   WHERE m.user_id = $1)
+                 SELECT u.id AS "id: UserId", u.username, u.first_name, u.last_name, u.image_url,
+                        d.id AS "dm_id?: DmId", d.status AS "dm_status?: DmStatus",
+                        d.invited_by_user_id AS "invited_by_user_id?: UserId", d.invite_note,
+                        d.muted AS "muted?",
+                        CASE WHEN d.status = 'ACTIVE'
+                             THEN has_live_stream(u.id) AND NOT blocked_between($1, u.id)
+                             ELSE false END AS "online!"
+                 FROM users u
+                 LEFT JOIN d ON d.other_id = u.id
+                 WHERE u.id <> $1 AND u.deleted_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
+                   AND (u.username ILIKE $2 OR u.first_name ILIKE $2 OR u.last_name ILIKE $2)
+                 ORDER BY lower(u.username)
+                 LIMIT 100"#,
+            me as UserId,
+            pattern,
+        )
+        .fetch_all(pool)
+        .await?
+    };
     Ok(rows
         .into_iter()
         .map(|r| UserWithDm {
@@ -461,20 +476,19 @@ pub async fn list_users(pool: &PgPool, me: Uuid, query: &str) -> Result<Vec<User
         .collect())
 }
 
-#[derive(sqlx::FromRow)]
 struct SummaryRow {
-    id: Uuid,
+    id: DmId,
     status: DmStatus,
-    invited_by_user_id: Uuid,
+    invited_by_user_id: UserId,
     invite_note: Option<String>,
     muted: bool,
-    other_id: Uuid,
+    other_id: UserId,
     username: String,
     first_name: Option<String>,
     last_name: Option<String>,
     image_url: Option<String>,
     last_message: Option<String>,
-    last_activity_at: String,
+    last_activity_at: time::OffsetDateTime,
     unread_count: i64,
     last_seq: i64,
     online: bool,
@@ -487,7 +501,7 @@ struct SummaryRow {
 ///
 /// # Errors
 /// 500 on a database error.
-pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
+pub async fn list(pool: &PgPool, me: UserId) -> Result<Vec<DmSummary>, AppError> {
     Ok(summaries(pool, me, None).await?)
 }
 
@@ -495,30 +509,36 @@ pub async fn list(pool: &PgPool, me: Uuid) -> Result<Vec<DmSummary>, AppError> {
 /// (none if `me` is not its member or blocked the other member).
 async fn summaries<'c>(
     db: impl sqlx::Executor<'c, Database = Postgres>,
-    me: Uuid,
-    only: Option<Uuid>,
+    me: UserId,
+    only: Option<DmId>,
 ) -> Result<Vec<DmSummary>, sqlx::Error> {
-    let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
-        "SELECT d.id, d.status, d.invited_by_user_id, d.invite_note, me.muted, d.last_seq, {ONLINE}, {LAST_SEEN},
-                u.id AS other_id, u.username, u.first_name,
-                u.last_name, u.image_url,
-                (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
-                 ORDER BY m.seq DESC LIMIT 1) AS last_message,
-                to_char(GREATEST(d.updated_at, (SELECT m.created_at FROM messages m WHERE m.dm_id = d.id
-                                                ORDER BY m.seq DESC LIMIT 1))
-                        AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS last_activity_at,
-                (SELECT count(*) FROM messages m
-                 WHERE m.dm_id = d.id AND m.sender_id <> $1 AND m.seq > me.last_read_seq
-                   AND m.deleted_at IS NULL) AS unread_count
-         FROM dm_members me
-         JOIN dms d ON d.id = me.dm_id
-         JOIN users u ON u.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
-         WHERE me.user_id = $1 AND ($2::uuid IS NULL OR d.id = $2)
-           AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
-         ORDER BY last_activity_at DESC"
-    ))
-    .bind(me)
-    .bind(only)
+    let rows = sqlx::query_as!(
+        SummaryRow,
+        r#"SELECT d.id AS "id: DmId", d.status AS "status: DmStatus",
+                  d.invited_by_user_id AS "invited_by_user_id: UserId", d.invite_note, me.muted,
+                  d.last_seq,
+                  CASE WHEN d.status = 'ACTIVE'
+                       THEN has_live_stream(u.id) AND NOT blocked_between($1, u.id)
+                       ELSE false END AS "online!",
+                  CASE WHEN d.status = 'ACTIVE' AND NOT blocked_between($1, u.id)
+                       THEN u.last_seen_at END AS last_seen_at,
+                  u.id AS "other_id: UserId", u.username, u.first_name, u.last_name, u.image_url,
+                  (SELECT m.body FROM messages m WHERE m.dm_id = d.id AND m.deleted_at IS NULL
+                   ORDER BY m.seq DESC LIMIT 1) AS last_message,
+                  date_trunc('milliseconds', GREATEST(d.updated_at, (SELECT m.created_at FROM messages m
+                      WHERE m.dm_id = d.id ORDER BY m.seq DESC LIMIT 1))) AS "last_activity_at!",
+                  (SELECT count(*) FROM messages m
+                   WHERE m.dm_id = d.id AND m.sender_id <> $1 AND m.seq > me.last_read_seq
+                     AND m.deleted_at IS NULL) AS "unread_count!"
+           FROM dm_members me
+           JOIN dms d ON d.id = me.dm_id
+           JOIN users u ON u.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
+           WHERE me.user_id = $1 AND ($2::uuid IS NULL OR d.id = $2)
+             AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
+           ORDER BY "last_activity_at!" DESC"#,
+        me as UserId,
+        only as Option<DmId>,
+    )
     .fetch_all(db)
     .await?;
     Ok(rows
@@ -553,9 +573,9 @@ async fn summaries<'c>(
 /// (after the change). A recipient who blocked the other member gets none.
 async fn dm_events(
     tx: &mut Transaction<'_, Postgres>,
-    recipients: &[Uuid],
-    dm_id: Uuid,
-) -> Result<Vec<(Uuid, Event)>, sqlx::Error> {
+    recipients: &[UserId],
+    dm_id: DmId,
+) -> Result<Vec<(UserId, Event)>, sqlx::Error> {
     let mut events = Vec::new();
     for &recipient in recipients {
         for row in summaries(&mut **tx, recipient, Some(dm_id)).await? {
@@ -573,32 +593,44 @@ async fn dm_events(
 ///
 /// # Errors
 /// 400 for oneself; 404 unknown user.
-pub async fn set_block(state: &AppState, me: Uuid, other: Uuid, on: bool) -> Result<(), AppError> {
+pub async fn set_block(
+    state: &AppState,
+    me: UserId,
+    other: UserId,
+    on: bool,
+) -> Result<(), AppError> {
     if me == other {
         return Err(AppError::BadRequest("You cannot block yourself.".into()));
     }
     if !live_user_exists(&state.pool, other).await? {
         return Err(AppError::NotFound);
     }
-    let sql = if on {
-        "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-    } else {
-        "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2"
-    };
     let mut tx = state.pool.begin().await?;
-    let changed = sqlx::query(sql)
-        .bind(me)
-        .bind(other)
+    let done = if on {
+        sqlx::query!(
+            "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            me as UserId,
+            other as UserId,
+        )
         .execute(&mut *tx)
         .await?
-        .rows_affected()
-        > 0;
+    } else {
+        sqlx::query!(
+            "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
+            me as UserId,
+            other as UserId,
+        )
+        .execute(&mut *tx)
+        .await?
+    };
+    let changed = done.rows_affected() > 0;
     let (lo, hi) = ordered(me, other);
-    let active: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM dms WHERE user_a_id = $1 AND user_b_id = $2 AND status = 'ACTIVE')",
+    let active = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM dms WHERE user_a_id = $1 AND user_b_id = $2
+                                             AND status = 'ACTIVE') AS "active!""#,
+        lo as UserId,
+        hi as UserId,
     )
-    .bind(lo)
-    .bind(hi)
     .fetch_one(&mut *tx)
     .await?;
     let mut events = Vec::new();
@@ -609,10 +641,12 @@ pub async fn set_block(state: &AppState, me: Uuid, other: Uuid, on: bool) -> Res
             let last_seen_at = if on {
                 None
             } else {
-                sqlx::query_scalar("SELECT last_seen_at FROM users WHERE id = $1")
-                    .bind(about)
-                    .fetch_one(&mut *tx)
-                    .await?
+                sqlx::query_scalar!(
+                    "SELECT last_seen_at FROM users WHERE id = $1",
+                    about as UserId
+                )
+                .fetch_one(&mut *tx)
+                .await?
             };
             events.push((
                 recipient,
@@ -636,17 +670,18 @@ pub async fn set_block(state: &AppState, me: Uuid, other: Uuid, on: bool) -> Res
 /// ACTIVE.
 pub async fn set_muted(
     state: &AppState,
-    me: Uuid,
-    dm_id: Uuid,
+    me: UserId,
+    dm_id: DmId,
     muted: bool,
 ) -> Result<(), AppError> {
     let mut tx = state.pool.begin().await?;
-    let status: Option<DmStatus> = sqlx::query_scalar(
-        "SELECT d.status FROM dms d JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
-          WHERE d.id = $1 FOR UPDATE OF m",
+    let status = sqlx::query_scalar!(
+        r#"SELECT d.status AS "status: DmStatus"
+             FROM dms d JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
+            WHERE d.id = $1 FOR UPDATE OF m"#,
+        dm_id as DmId,
+        me as UserId,
     )
-    .bind(dm_id)
-    .bind(me)
     .fetch_optional(&mut *tx)
     .await?;
     match status {
@@ -658,13 +693,13 @@ pub async fn set_muted(
             ));
         }
     }
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE dm_members SET muted = $3, updated_at = now()
           WHERE dm_id = $1 AND user_id = $2 AND muted <> $3",
+        dm_id as DmId,
+        me as UserId,
+        muted,
     )
-    .bind(dm_id)
-    .bind(me)
-    .bind(muted)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -682,25 +717,26 @@ pub async fn set_muted(
 ///
 /// # Errors
 /// 500 on a database error.
-pub async fn blocked_users(pool: &PgPool, me: Uuid) -> Result<Vec<User>, AppError> {
-    Ok(sqlx::query_as(
-        "SELECT u.id, u.username, u.first_name, u.last_name, u.image_url
-           FROM blocks b JOIN users u ON u.id = b.blocked_id
-          WHERE b.blocker_id = $1 AND u.deleted_at IS NULL
-          ORDER BY lower(u.username)",
+pub async fn blocked_users(pool: &PgPool, me: UserId) -> Result<Vec<User>, AppError> {
+    Ok(sqlx::query_as!(
+        User,
+        r#"SELECT u.id AS "id: UserId", u.username, u.first_name, u.last_name, u.image_url
+             FROM blocks b JOIN users u ON u.id = b.blocked_id
+            WHERE b.blocker_id = $1 AND u.deleted_at IS NULL
+            ORDER BY lower(u.username)"#,
+        me as UserId,
     )
-    .bind(me)
     .fetch_all(pool)
     .await?)
 }
 
 /// `me`'s view of one of their DMs: its state and the other member.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Counterpart {
     /// The DM's state.
     pub status: DmStatus,
     /// The other member.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// How far the other member has read (`seq`).
     pub last_read_seq: i64,
     /// The other member deleted their account: the DM is read-only.
@@ -717,22 +753,22 @@ pub struct Counterpart {
 /// The database error.
 pub async fn other_member(
     pool: &PgPool,
-    me: Uuid,
-    dm_id: Uuid,
+    me: UserId,
+    dm_id: DmId,
 ) -> Result<Option<Counterpart>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.status, o.user_id, o.last_read_seq, u.deleted_at IS NOT NULL AS deleted,
-                EXISTS (SELECT 1 FROM blocks b
-                         WHERE (b.blocker_id, b.blocked_id) IN (($2, o.user_id), (o.user_id, $2)))
-                  AS blocked
-         FROM dms d
-         JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
-         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
-         JOIN users u ON u.id = o.user_id
-         WHERE d.id = $1",
+    sqlx::query_as!(
+        Counterpart,
+        r#"SELECT d.status AS "status: DmStatus", o.user_id AS "user_id: UserId", o.last_read_seq,
+                  u.deleted_at IS NOT NULL AS "deleted!",
+                  blocked_between($2, o.user_id) AS "blocked!"
+           FROM dms d
+           JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
+           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+           JOIN users u ON u.id = o.user_id
+           WHERE d.id = $1"#,
+        dm_id as DmId,
+        me as UserId,
     )
-    .bind(dm_id)
-    .bind(me)
     .fetch_optional(pool)
     .await
 }

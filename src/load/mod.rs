@@ -435,9 +435,9 @@ impl EventStream {
                 })) = Event::decode(&event.event, &event.data)
                 {
                     record.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
-                        dm: dm_id,
+                        dm: dm_id.0,
                         seq,
-                        message: message_id,
+                        message: message_id.0,
                         at,
                     });
                 }

@@ -23,6 +23,7 @@ use super::{
     Message, SendMessageForm, delete_message, edit_message, list_messages, read_messages,
     read_receipt, send_message, typing,
 };
+use crate::ids::{DmId, MessageId, UserId};
 use crate::{
     error::AppError,
     realtime::{Event, Live},
@@ -45,7 +46,7 @@ const TYPING_EVERY_MS: f64 = 2_000.0;
 /// A message sent from this tab that the server has not confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
-    dm_id: Uuid,
+    dm_id: DmId,
     client_id: Uuid,
     body: String,
     failed: bool,
@@ -107,7 +108,7 @@ fn merge(messages: RwSignal<Vec<Message>>, pending: RwSignal<Vec<Pending>>, new:
 fn rows(
     messages: &[Message],
     pending: &[Pending],
-    me: Uuid,
+    me: UserId,
     other_read: i64,
     offset: UtcOffset,
 ) -> Vec<Row> {
@@ -117,11 +118,9 @@ fn rows(
         .map(|m| m.seq)
         .max();
     let mut rows = Vec::with_capacity(messages.len() + pending.len() + 4);
-    let mut last: Option<(OffsetDateTime, Uuid)> = None;
+    let mut last: Option<(OffsetDateTime, UserId)> = None;
     for message in messages {
-        let at = OffsetDateTime::parse(&message.created_at, &Rfc3339)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-            .to_offset(offset);
+        let at = message.created_at.to_offset(offset);
         if last.is_none_or(|(prev, _)| prev.date() != at.date()) {
             let label = at
                 .format(format_description!(
@@ -155,13 +154,13 @@ fn rows(
 /// page when the DM's state is refetched.
 #[derive(Clone, Copy)]
 pub struct ThreadState {
-    dm_id: RwSignal<Option<Uuid>>,
+    dm_id: RwSignal<Option<DmId>>,
     messages: RwSignal<Vec<Message>>,
     pending: RwSignal<Vec<Pending>>,
     other_read: RwSignal<i64>,
     typing_shown: RwSignal<u32>,
     has_older: RwSignal<bool>,
-    editing: RwSignal<Option<Uuid>>,
+    editing: RwSignal<Option<MessageId>>,
     draft: RwSignal<String>,
     composer: RwSignal<String>,
     last_marked: RwSignal<i64>,
@@ -193,7 +192,7 @@ impl ThreadState {
 
     /// Takes the server's newest page of DM `dm_id`: a fresh start for
     /// another DM, else merged into what is there.
-    fn load(&self, dm_id: Uuid, messages: Vec<Message>, other_read: i64) {
+    fn load(&self, dm_id: DmId, messages: Vec<Message>, other_read: i64) {
         if self.dm_id.get_untracked() != Some(dm_id) {
             self.dm_id.set(Some(dm_id));
             self.has_older
@@ -229,7 +228,7 @@ pub type FirstPage = (Vec<Message>, i64);
 /// # Errors
 /// Those of [`list_messages`] and [`read_receipt`]: 401, 404 for a DM that
 /// is not mine, 500.
-pub async fn first_page(dm_id: Uuid) -> Result<FirstPage, AppError> {
+pub async fn first_page(dm_id: DmId) -> Result<FirstPage, AppError> {
     let (messages, receipt) = futures::future::try_join(
         list_messages(dm_id, None, None, Some(PAGE)),
         read_receipt(dm_id),
@@ -244,9 +243,9 @@ pub async fn first_page(dm_id: Uuid) -> Result<FirstPage, AppError> {
 /// created again each time the page's `Suspend` runs, and so is its fetch).
 #[component]
 pub fn Conversation(
-    dm_id: Uuid,
+    dm_id: DmId,
     other: User,
-    me: Uuid,
+    me: UserId,
     state: ThreadState,
     first: Result<FirstPage, AppError>,
 ) -> impl IntoView {
@@ -266,7 +265,7 @@ pub fn Conversation(
 }
 
 #[component]
-fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoView {
+fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl IntoView {
     let live = expect_context::<Live>();
     let ThreadState {
         messages,
@@ -574,7 +573,7 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             load_older();
         }
     };
-    let save_edit = move |id: Uuid| {
+    let save_edit = move |id: MessageId| {
         let body = draft.get_untracked();
         leptos::task::spawn_local(async move {
             match edit_message(id, body).await {
@@ -589,7 +588,7 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             }
         });
     };
-    let delete = move |id: Uuid| {
+    let delete = move |id: MessageId| {
         leptos::task::spawn_local(async move {
             match delete_message(id).await {
                 Ok(message) => {
@@ -649,7 +648,7 @@ fn Thread(dm_id: Uuid, other: User, me: Uuid, state: ThreadState) -> impl IntoVi
             view! {
                 <li class="message" class:mine=mine class:group-start=starts_group class:deleted=message.deleted>
                     {starts_group.then(|| view! {
-                        <time class="meta" datetime=message.created_at.clone()>{time}</time>
+                        <time class="meta" datetime=message.created_at.format(&Rfc3339).unwrap_or_default()>{time}</time>
                     })}
                     <Show
                         when=is_editing

@@ -24,11 +24,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use sqlx::{PgPool, postgres::PgRow};
+use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::COLUMNS;
+use super::{Message, MessageBody};
+use crate::ids::{DmId, MessageId, UserId};
 
 /// The most batches written at once (each holds one pooled connection):
 /// on two cores, more gave no more messages/s and longer tails.
@@ -61,23 +62,33 @@ impl From<SendError> for crate::error::AppError {
     }
 }
 
+/// What `send_messages` answered for one send.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// `sent`, `existing` (a retried `client_id`), `client_id_used`,
+    /// `not_found`, `not_active`, `read_only` or `blocked`.
+    pub outcome: String,
+    /// The message, for `sent` and `existing`.
+    pub message: Option<Message>,
+}
+
 /// One send: one item of `send_messages`'s arrays (the body already
 /// checked).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     /// The DM.
-    pub dm_id: Uuid,
+    pub dm_id: DmId,
     /// The sender.
-    pub sender_id: Uuid,
-    /// The trimmed body.
-    pub body: String,
+    pub sender_id: UserId,
+    /// The checked body.
+    pub body: MessageBody,
     /// The sender's idempotency key.
     pub client_id: Uuid,
 }
 
 struct Queued {
     send: Outgoing,
-    reply: oneshot::Sender<Result<PgRow, sqlx::Error>>,
+    reply: oneshot::Sender<Result<Sent, sqlx::Error>>,
 }
 
 #[derive(Default)]
@@ -101,12 +112,12 @@ impl std::fmt::Debug for Sends {
 impl Sends {
     /// Writes `send` with whatever sends are queued beside it; answers
     /// with its row of `send_messages` (`outcome` and the
-    /// message's columns as [`COLUMNS`] selects them).
+    /// message's columns as `messages/list` returns them).
     ///
     /// # Errors
     /// [`SendError::QueueFull`] past [`MAX_QUEUED`]; the database error of
     /// this send alone (after its batch failed).
-    pub async fn send(self: &Arc<Self>, pool: &PgPool, send: Outgoing) -> Result<PgRow, SendError> {
+    pub async fn send(self: &Arc<Self>, pool: &PgPool, send: Outgoing) -> Result<Sent, SendError> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -156,17 +167,65 @@ impl Sends {
     }
 }
 
+/// `send_messages`'s row for one send: its outcome and, for `sent` and
+/// `existing`, the message.
+macro_rules! sent {
+    ($row:expr) => {{
+        let row = $row;
+        let message = match (
+            row.id,
+            row.dm_id,
+            row.seq,
+            row.sender_id,
+            row.body,
+            row.client_id,
+            row.created_at,
+        ) {
+            (
+                Some(id),
+                Some(dm_id),
+                Some(seq),
+                Some(sender_id),
+                Some(body),
+                Some(client_id),
+                Some(created_at),
+            ) => Some(Message {
+                id,
+                dm_id,
+                seq,
+                sender_id,
+                body,
+                client_id,
+                created_at,
+                edited_at: row.edited_at,
+                deleted: row.deleted.unwrap_or(false),
+            }),
+            _ => None,
+        };
+        Sent {
+            outcome: row.outcome,
+            message,
+        }
+    }};
+}
+
 async fn write_batch(pool: &PgPool, batch: Vec<Queued>) {
     let sends: Vec<&Outgoing> = batch.iter().map(|q| &q.send).collect();
-    let rows = sqlx::query(&format!(
-        "SELECT ord, outcome, {COLUMNS} FROM send_messages($1, $2, $3, $4) ORDER BY ord"
-    ))
-    .bind(sends.iter().map(|s| s.dm_id).collect::<Vec<_>>())
-    .bind(sends.iter().map(|s| s.sender_id).collect::<Vec<_>>())
-    .bind(sends.iter().map(|s| s.body.as_str()).collect::<Vec<_>>())
-    .bind(sends.iter().map(|s| s.client_id).collect::<Vec<_>>())
+    let rows = sqlx::query!(
+        r#"SELECT ord, outcome AS "outcome!", id AS "id: MessageId", dm_id AS "dm_id: DmId", seq,
+                  sender_id AS "sender_id: UserId", body, client_id,
+                  date_trunc('milliseconds', created_at) AS created_at,
+                  date_trunc('milliseconds', edited_at) AS edited_at,
+                  deleted_at IS NOT NULL AS deleted
+           FROM send_messages($1, $2, $3, $4) ORDER BY ord"#,
+        &sends.iter().map(|s| s.dm_id).collect::<Vec<_>>() as &[DmId],
+        &sends.iter().map(|s| s.sender_id).collect::<Vec<_>>() as &[UserId],
+        &sends.iter().map(|s| s.body.as_str()).collect::<Vec<_>>() as &[&str],
+        &sends.iter().map(|s| s.client_id).collect::<Vec<_>>(),
+    )
     .fetch_all(pool)
-    .await;
+    .await
+    .map(|rows| rows.into_iter().map(|row| sent!(row)).collect::<Vec<_>>());
     match rows {
         Ok(rows) if rows.len() == batch.len() => {
             for (queued, row) in batch.into_iter().zip(rows) {
@@ -193,14 +252,20 @@ async fn write_batch(pool: &PgPool, batch: Vec<Queued>) {
 }
 
 /// `send` in a transaction of its own (`send_messages` with one item).
-async fn write_alone(pool: &PgPool, send: &Outgoing) -> Result<PgRow, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT outcome, {COLUMNS} FROM send_messages($1, $2, $3, $4)"
-    ))
-    .bind([send.dm_id])
-    .bind([send.sender_id])
-    .bind([send.body.as_str()])
-    .bind([send.client_id])
+async fn write_alone(pool: &PgPool, send: &Outgoing) -> Result<Sent, sqlx::Error> {
+    sqlx::query!(
+        r#"SELECT ord, outcome AS "outcome!", id AS "id: MessageId", dm_id AS "dm_id: DmId", seq,
+                  sender_id AS "sender_id: UserId", body, client_id,
+                  date_trunc('milliseconds', created_at) AS created_at,
+                  date_trunc('milliseconds', edited_at) AS edited_at,
+                  deleted_at IS NOT NULL AS deleted
+           FROM send_messages($1, $2, $3, $4)"#,
+        &[send.dm_id] as &[DmId],
+        &[send.sender_id] as &[UserId],
+        &[send.body.as_str()] as &[&str],
+        &[send.client_id],
+    )
     .fetch_one(pool)
     .await
+    .map(|row| sent!(row))
 }

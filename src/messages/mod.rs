@@ -3,45 +3,45 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::AppError;
+pub use body::{MAX_BYTES, MAX_CHARS, MessageBody};
 
+use crate::{
+    error::AppError,
+    ids::{DmId, MessageId, UserId},
+};
+
+mod body;
 pub mod components;
 #[cfg(feature = "ssr")]
 pub mod group_commit;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-/// SQL: the select list of a message's columns as [`Message`] reads them
-/// (timestamps as RFC 3339 text in UTC).
-#[cfg(feature = "ssr")]
-pub const COLUMNS: &str = "id, dm_id, seq, sender_id, body, client_id,
-     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
-     to_char(edited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS edited_at,
-     deleted_at IS NOT NULL AS deleted";
-
 /// A message: `{id, dm_id, seq, sender_id, body, client_id, created_at,
 /// edited_at, deleted}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Message {
     /// The message's id.
-    pub id: Uuid,
+    pub id: MessageId,
     /// Its DM.
-    pub dm_id: Uuid,
+    pub dm_id: DmId,
     /// Its place in the DM: 1, 2, 3, … with no gaps.
     pub seq: i64,
     /// Who sent it.
-    pub sender_id: Uuid,
+    pub sender_id: UserId,
     /// 1–4000 characters, trimmed.
     pub body: String,
     /// The sender's idempotency key.
     pub client_id: Uuid,
-    /// When it was stored, RFC 3339 in UTC with milliseconds.
-    pub created_at: String,
+    /// When it was stored, to the millisecond; RFC 3339 on the wire.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
     /// When its sender last edited it, like `created_at`; `null` if never.
-    pub edited_at: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub edited_at: Option<OffsetDateTime>,
     /// Its sender deleted it: `body` is empty, the place in the DM stays.
     pub deleted: bool,
 }
@@ -53,10 +53,11 @@ pub struct Message {
 /// 400 empty or over 4000 characters; 413 far over; 404 not my DM; 409 the
 /// DM is not ACTIVE; 403 blocked.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/send", input = server_fn::codec::Json)]
-pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<Message, AppError> {
+pub async fn send_message(dm_id: DmId, body: String, client_id: Uuid) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::send(&state, me.id, dm_id, &body, client_id)
+    let body = MessageBody::parse(&body).map_err(crate::error::respond)?;
+    server::send(&state, me.id, dm_id, body, client_id)
         .await
         .map_err(crate::error::respond)
 }
@@ -71,14 +72,15 @@ pub async fn send_message(dm_id: Uuid, body: String, client_id: Uuid) -> Result<
 /// As `messages/send`.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/send-form")]
 pub async fn send_message_form(
-    dm_id: Uuid,
-    other_user_id: Uuid,
+    dm_id: DmId,
+    other_user_id: UserId,
     body: String,
     client_id: Uuid,
 ) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    let message = server::send(&state, me.id, dm_id, &body, client_id)
+    let body = MessageBody::parse(&body).map_err(crate::error::respond)?;
+    let message = server::send(&state, me.id, dm_id, body, client_id)
         .await
         .map_err(crate::error::respond)?;
     leptos_axum::redirect(&format!("/chat/{other_user_id}"));
@@ -92,7 +94,7 @@ pub async fn send_message_form(
 /// 404 not my DM.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/list", input = server_fn::codec::Json)]
 pub async fn list_messages(
-    dm_id: Uuid,
+    dm_id: DmId,
     before_seq: Option<i64>,
     after_seq: Option<i64>,
     limit: Option<i64>,
@@ -109,7 +111,7 @@ pub async fn list_messages(
 /// # Errors
 /// 404 not my DM.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/read", input = server_fn::codec::Json)]
-pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
+pub async fn read_messages(dm_id: DmId, seq: i64) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::read(&state, me.id, dm_id, seq)
@@ -124,10 +126,11 @@ pub async fn read_messages(dm_id: Uuid, seq: i64) -> Result<(), AppError> {
 /// 400/413 for the body as in `messages/send`; 404 no such message in my
 /// DMs; 403 not mine; 409 deleted, or the DM is not ACTIVE.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/edit", input = server_fn::codec::Json)]
-pub async fn edit_message(message_id: Uuid, body: String) -> Result<Message, AppError> {
+pub async fn edit_message(message_id: MessageId, body: String) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    server::edit(&state, me.id, message_id, Some(&body))
+    let body = MessageBody::parse(&body).map_err(crate::error::respond)?;
+    server::edit(&state, me.id, message_id, Some(body))
         .await
         .map_err(crate::error::respond)
 }
@@ -139,7 +142,7 @@ pub async fn edit_message(message_id: Uuid, body: String) -> Result<Message, App
 /// # Errors
 /// 404 no such message in my DMs; 403 not mine; 409 the DM is not ACTIVE.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/delete", input = server_fn::codec::Json)]
-pub async fn delete_message(message_id: Uuid) -> Result<Message, AppError> {
+pub async fn delete_message(message_id: MessageId) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::edit(&state, me.id, message_id, None)
@@ -153,7 +156,7 @@ pub async fn delete_message(message_id: Uuid) -> Result<Message, AppError> {
 /// # Errors
 /// 404 not my DM.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/seen", input = server_fn::codec::Json)]
-pub async fn read_receipt(dm_id: Uuid) -> Result<Receipt, AppError> {
+pub async fn read_receipt(dm_id: DmId) -> Result<Receipt, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::seen(&state.pool, me.id, dm_id)
@@ -176,7 +179,7 @@ pub struct Receipt {
 /// # Errors
 /// 404 not my DM; 409 the DM is not ACTIVE.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "typing", input = server_fn::codec::Json)]
-pub async fn typing(dm_id: Uuid) -> Result<(), AppError> {
+pub async fn typing(dm_id: DmId) -> Result<(), AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     server::typing(&state, me.id, dm_id)

@@ -2,10 +2,11 @@
 //! gaps, allocated in the sending transaction with the DM row locked; a
 //! retried `client_id` returns the message it already made.
 
-use sqlx::{FromRow, PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{COLUMNS, Message, group_commit::Outgoing};
+use super::{Message, MessageBody, group_commit::Outgoing};
+use crate::ids::{DmId, MessageId, UserId};
 use crate::{
     dms::DmStatus,
     error::AppError,
@@ -13,35 +14,8 @@ use crate::{
     server::state::AppState,
 };
 
-/// The most characters a message may have after trimming.
-pub const MAX_CHARS: usize = 4000;
-/// Bodies over this many bytes are refused as too large (413) before any
-/// counting; between [`MAX_CHARS`] characters and this, 400.
-pub const MAX_BYTES: usize = 64 * 1024;
 /// The most messages one `list` returns (DESIGN §6: `limit` 1–100).
 pub const MAX_PAGE: i64 = 100;
-
-/// Trims `body`, turns its line breaks into `\n` (a form posts a
-/// textarea's as `\r\n`) and checks it (DESIGN §5).
-///
-/// # Errors
-/// 413 over [`MAX_BYTES`]; 400 when empty after trimming, over
-/// [`MAX_CHARS`] characters, or holding a control character other than
-/// newline and tab.
-pub fn check_body(body: &str) -> Result<String, AppError> {
-    if body.len() > MAX_BYTES {
-        return Err(AppError::PayloadTooLarge);
-    }
-    let body = body.trim().replace("\r\n", "\n").replace('\r', "\n");
-    crate::error::refuse_control_characters(&body, "A message")?;
-    match body.chars().count() {
-        0 => Err(AppError::BadRequest("A message needs some text.".into())),
-        n if n > MAX_CHARS => Err(AppError::BadRequest(format!(
-            "A message can have at most {MAX_CHARS} characters; this one has {n}."
-        ))),
-        _ => Ok(body),
-    }
-}
 
 /// The 409's message for a change to a DM whose other member deleted their
 /// account (DESIGN §5: such DMs are read-only).
@@ -51,19 +25,18 @@ const READ_ONLY: &str = "This conversation is read-only: the other person delete
 /// same message.
 ///
 /// # Errors
-/// 400/413 for the body (see [`check_body`]); 404 when the DM does not
+/// 400/413 for the body (see [`MessageBody::parse`]); 404 when the DM does not
 /// exist or `me` is not in it; 409 when the DM is not ACTIVE or the other
 /// member deleted their account; 403 when the other member blocked `me`; 429 past [`SendLimiter`]'s rate; 503 when the
 /// send queue is full ([`crate::messages::group_commit::MAX_QUEUED`]).
 #[tracing::instrument(skip_all, fields(%me, %dm_id))]
 pub async fn send(
     state: &AppState,
-    me: Uuid,
-    dm_id: Uuid,
-    body: &str,
+    me: UserId,
+    dm_id: DmId,
+    body: MessageBody,
     client_id: Uuid,
 ) -> Result<Message, AppError> {
-    let body = check_body(body)?;
     check_rate(state, me)?;
     // One statement (`send_messages`), in one transaction with the sends
     // queued beside it: it locks the DM, checks, numbers, stores and
@@ -74,26 +47,24 @@ pub async fn send(
         body,
         client_id,
     };
-    let row = state.sends.send(&state.pool, outgoing).await?;
-    let outcome: String = row.try_get("outcome")?;
-    match outcome.as_str() {
-        "sent" => {
-            let message = Message::from_row(&row)?;
+    let sent = state.sends.send(&state.pool, outgoing).await?;
+    match (sent.outcome.as_str(), sent.message) {
+        ("sent", Some(message)) => {
             state.hub.wakeups.wake();
             Ok(message)
         }
         // A retry after the first attempt committed: the same message.
-        "existing" => Ok(Message::from_row(&row)?),
-        "client_id_used" => Err(AppError::BadRequest(
+        ("existing", Some(message)) => Ok(message),
+        ("client_id_used", _) => Err(AppError::BadRequest(
             "client_id was already used for another DM.".into(),
         )),
-        "not_found" => Err(AppError::NotFound),
-        "not_active" => Err(AppError::Conflict(
+        ("not_found", _) => Err(AppError::NotFound),
+        ("not_active", _) => Err(AppError::Conflict(
             "Messages can be sent once both have accepted.".into(),
         )),
-        "read_only" => Err(AppError::Conflict(READ_ONLY.into())),
-        "blocked" => Err(AppError::Forbidden),
-        other => {
+        ("read_only", _) => Err(AppError::Conflict(READ_ONLY.into())),
+        ("blocked", _) => Err(AppError::Forbidden),
+        (other, _) => {
             tracing::error!(outcome = other, "send_messages: unknown outcome");
             Err(AppError::Internal)
         }
@@ -109,15 +80,14 @@ pub async fn send(
 /// the DM does not exist or `me` is not in it.
 pub async fn list(
     pool: &PgPool,
-    me: Uuid,
-    dm_id: Uuid,
+    me: UserId,
+    dm_id: DmId,
     before_seq: Option<i64>,
     after_seq: Option<i64>,
     limit: Option<i64>,
 ) -> Result<Vec<Message>, AppError> {
     // Membership is a condition of the page's own statement (one round
     // trip); only an empty page asks whether it was empty or not mine.
-    const MINE: &str = "EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)";
     // Postgres plans a prepared statement for its parameters' values until
     // the shared (generic) plan looks no dearer; for a DM whose statistics
     // promise fewer rows than the average (a new DM) it never does, and
@@ -140,47 +110,67 @@ pub async fn list(
     }
     let mut messages: Vec<Message> = match (after_seq, before_seq) {
         (Some(after), _) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE} AND seq > $3
-                 ORDER BY seq LIMIT (SELECT $4)"
-            ))
-            .bind(dm_id)
-            .bind(me)
-            .bind(after)
-            .bind(limit)
+            sqlx::query_as!(
+                Message,
+                r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
+                          body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
+                          date_trunc('milliseconds', edited_at) AS edited_at,
+                          deleted_at IS NOT NULL AS "deleted!"
+                   FROM messages
+                   WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2) AND seq > $3
+                   ORDER BY seq LIMIT (SELECT $4::int8)"#,
+                dm_id as DmId,
+                me as UserId,
+                after,
+                limit,
+            )
             .fetch_all(pool)
             .await?
         }
         (None, Some(before)) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE} AND seq < $3
-                 ORDER BY seq DESC LIMIT (SELECT $4)"
-            ))
-            .bind(dm_id)
-            .bind(me)
-            .bind(before)
-            .bind(limit)
+            sqlx::query_as!(
+                Message,
+                r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
+                          body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
+                          date_trunc('milliseconds', edited_at) AS edited_at,
+                          deleted_at IS NOT NULL AS "deleted!"
+                   FROM messages
+                   WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2) AND seq < $3
+                   ORDER BY seq DESC LIMIT (SELECT $4::int8)"#,
+                dm_id as DmId,
+                me as UserId,
+                before,
+                limit,
+            )
             .fetch_all(pool)
             .await?
         }
         (None, None) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE dm_id = (SELECT $1) AND {MINE}
-                 ORDER BY seq DESC LIMIT (SELECT $3)"
-            ))
-            .bind(dm_id)
-            .bind(me)
-            .bind(limit)
+            sqlx::query_as!(
+                Message,
+                r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
+                          body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
+                          date_trunc('milliseconds', edited_at) AS edited_at,
+                          deleted_at IS NOT NULL AS "deleted!"
+                   FROM messages
+                   WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)
+                   ORDER BY seq DESC LIMIT (SELECT $3::int8)"#,
+                dm_id as DmId,
+                me as UserId,
+                limit,
+            )
             .fetch_all(pool)
             .await?
         }
     };
     if messages.is_empty() {
-        let member: bool = sqlx::query_scalar(&format!("SELECT {MINE}"))
-            .bind(dm_id)
-            .bind(me)
-            .fetch_one(pool)
-            .await?;
+        let member = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2) AS "member!""#,
+            dm_id as DmId,
+            me as UserId,
+        )
+        .fetch_one(pool)
+        .await?;
         if !member {
             return Err(AppError::NotFound);
         }
@@ -196,36 +186,36 @@ pub async fn list(
 ///
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it.
-pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(), AppError> {
+pub async fn read(state: &AppState, me: UserId, dm_id: DmId, seq: i64) -> Result<(), AppError> {
     if seq < 0 {
         return Err(AppError::BadRequest("A seq cannot be negative.".into()));
     }
     let mut tx = state.pool.begin().await?;
     // Both members, or only me across a block (my other tabs still hear).
-    let (is_member, members): (bool, Vec<Uuid>) = sqlx::query_as(
-        "SELECT coalesce(bool_or(m.user_id = $2), false),
-                coalesce(array_agg(m.user_id) FILTER (WHERE m.user_id = $2 OR NOT EXISTS (
-                    SELECT 1 FROM blocks b
-                     WHERE (b.blocker_id, b.blocked_id) IN (($2, m.user_id), (m.user_id, $2)))),
-                         '{}')
-         FROM dm_members m WHERE m.dm_id = $1",
+    let row = sqlx::query!(
+        r#"SELECT coalesce(bool_or(m.user_id = $2), false) AS "is_member!",
+                  coalesce(array_agg(m.user_id) FILTER (
+                      WHERE m.user_id = $2 OR NOT blocked_between($2, m.user_id)),
+                           '{}') AS "members!: Vec<UserId>"
+           FROM dm_members m WHERE m.dm_id = $1"#,
+        dm_id as DmId,
+        me as UserId,
     )
-    .bind(dm_id)
-    .bind(me)
     .fetch_one(&mut *tx)
     .await?;
+    let (is_member, members) = (row.is_member, row.members);
     if !is_member {
         return Err(AppError::NotFound);
     }
-    let moved: Option<i64> = sqlx::query_scalar(
+    let moved = sqlx::query_scalar!(
         "UPDATE dm_members m SET last_read_seq = LEAST($3, d.last_seq)
          FROM dms d WHERE d.id = m.dm_id AND m.dm_id = $1 AND m.user_id = $2
            AND m.last_read_seq < LEAST($3, d.last_seq)
          RETURNING m.last_read_seq",
+        dm_id as DmId,
+        me as UserId,
+        seq,
     )
-    .bind(dm_id)
-    .bind(me)
-    .bind(seq)
     .fetch_optional(&mut *tx)
     .await?;
     let event = moved.map(|seq| {
@@ -244,38 +234,47 @@ pub async fn read(state: &AppState, me: Uuid, dm_id: Uuid, seq: i64) -> Result<(
 /// again is a no-op. Both members get a `message` event with the message.
 ///
 /// # Errors
-/// 400/413 for the body (see [`check_body`]); 404 when the message is not
+/// 400/413 for the body (see [`MessageBody::parse`]); 404 when the message is not
 /// in a DM of `me`; 403 when it is someone else's or the other member
 /// blocked `me`; 409 when it was deleted (edit), the DM is not ACTIVE or the
 /// other member deleted their account; 429 past [`SendLimiter`]'s rate.
 #[tracing::instrument(skip_all, fields(%me, %message_id))]
 pub async fn edit(
     state: &AppState,
-    me: Uuid,
-    message_id: Uuid,
-    body: Option<&str>,
+    me: UserId,
+    message_id: MessageId,
+    body: Option<MessageBody>,
 ) -> Result<Message, AppError> {
-    let body = body.map(check_body).transpose()?;
     check_rate(state, me)?;
     let mut tx = state.pool.begin().await?;
-    let found: Option<(Uuid, Uuid, DmStatus, bool, bool, bool)> = sqlx::query_as(
-        "SELECT m.dm_id, m.sender_id, d.status, m.deleted_at IS NOT NULL,
-                u.deleted_at IS NOT NULL,
-                EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = o.user_id AND b.blocked_id = $2)
-         FROM messages m
-         JOIN dms d ON d.id = m.dm_id
-         JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
-         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
-         JOIN users u ON u.id = o.user_id
-         WHERE m.id = $1 FOR UPDATE OF m",
+    let found = sqlx::query!(
+        r#"SELECT m.dm_id AS "dm_id: DmId", m.sender_id AS "sender: UserId",
+                  d.status AS "status: DmStatus", m.deleted_at IS NOT NULL AS "deleted!",
+                  u.deleted_at IS NOT NULL AS "other_gone!",
+                  EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = o.user_id AND b.blocked_id = $2)
+                    AS "blocked!"
+           FROM messages m
+           JOIN dms d ON d.id = m.dm_id
+           JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
+           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+           JOIN users u ON u.id = o.user_id
+           WHERE m.id = $1 FOR UPDATE OF m"#,
+        message_id as MessageId,
+        me as UserId,
     )
-    .bind(message_id)
-    .bind(me)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((dm_id, sender, status, deleted, other_gone, blocked)) = found else {
+    let Some(found) = found else {
         return Err(AppError::NotFound);
     };
+    let (dm_id, sender, status, deleted, other_gone, blocked) = (
+        found.dm_id,
+        found.sender,
+        found.status,
+        found.deleted,
+        found.other_gone,
+        found.blocked,
+    );
     if sender != me || blocked {
         return Err(AppError::Forbidden);
     }
@@ -287,36 +286,57 @@ pub async fn edit(
     if other_gone {
         return Err(AppError::Conflict(READ_ONLY.into()));
     }
-    let sql = match (body.as_deref(), deleted) {
+    let message = match (&body, deleted) {
         (Some(_), true) => {
             return Err(AppError::Conflict(
                 "A deleted message cannot be edited.".into(),
             ));
         }
-        (None, true) => {
-            format!("SELECT {COLUMNS} FROM messages WHERE id = $1 AND $2::text IS NULL")
-        }
-        (Some(_), false) => format!(
-            "UPDATE messages SET body = $2, edited_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-        ),
-        (None, false) => format!(
-            "UPDATE messages SET body = '', deleted_at = now()
-             WHERE id = $1 AND $2::text IS NULL RETURNING {COLUMNS}"
-        ),
-    };
-    let message: Message = sqlx::query_as(&sql)
-        .bind(message_id)
-        .bind(body)
+        (None, true) => sqlx::query_as!(
+            Message,
+            r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
+                     body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
+                     date_trunc('milliseconds', edited_at) AS edited_at,
+                     deleted_at IS NOT NULL AS "deleted!"
+               FROM messages WHERE id = $1"#,
+            message_id as MessageId,
+        )
         .fetch_one(&mut *tx)
-        .await?;
+        .await?,
+        (Some(body), false) => sqlx::query_as!(
+            Message,
+            r#"UPDATE messages SET body = $2, edited_at = now() WHERE id = $1
+               RETURNING id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
+                     body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
+                     date_trunc('milliseconds', edited_at) AS edited_at,
+                     deleted_at IS NOT NULL AS "deleted!""#,
+            message_id as MessageId,
+            body.as_str(),
+        )
+        .fetch_one(&mut *tx)
+        .await?,
+        (None, false) => sqlx::query_as!(
+            Message,
+            r#"UPDATE messages SET body = '', deleted_at = now() WHERE id = $1
+               RETURNING id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
+                     body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
+                     date_trunc('milliseconds', edited_at) AS edited_at,
+                     deleted_at IS NOT NULL AS "deleted!""#,
+            message_id as MessageId,
+        )
+        .fetch_one(&mut *tx)
+        .await?,
+    };
     if deleted {
         tx.commit().await?;
         return Ok(message);
     }
-    let members: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM dm_members WHERE dm_id = $1")
-        .bind(dm_id)
-        .fetch_all(&mut *tx)
-        .await?;
+    let members = sqlx::query_scalar!(
+        r#"SELECT user_id AS "user_id: UserId" FROM dm_members WHERE dm_id = $1"#,
+        dm_id as DmId,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let event = Event::Message(message.clone());
     realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(event)).await?;
     Ok(message)
@@ -327,7 +347,7 @@ pub async fn edit(
 ///
 /// # Errors
 /// 404 when the DM does not exist or `me` is not in it.
-pub async fn seen(pool: &PgPool, me: Uuid, dm_id: Uuid) -> Result<i64, AppError> {
+pub async fn seen(pool: &PgPool, me: UserId, dm_id: DmId) -> Result<i64, AppError> {
     match crate::dms::server::other_member(pool, me, dm_id).await? {
         None => Err(AppError::NotFound),
         Some(other) if other.status == DmStatus::Active => Ok(other.last_read_seq),
@@ -344,7 +364,7 @@ pub const MESSAGE_BURST: u32 = 50;
 
 /// The per-user limiter of sends, edits and deletes (GCRA, the `governor`
 /// crate), per server instance.
-pub type SendLimiter = governor::DefaultKeyedRateLimiter<Uuid>;
+pub type SendLimiter = governor::DefaultKeyedRateLimiter<UserId>;
 
 /// A [`SendLimiter`] allowing `per_second` sustained and `burst` at once
 /// (each at least 1).
@@ -356,7 +376,7 @@ pub fn send_limiter(per_second: u32, burst: u32) -> SendLimiter {
 }
 
 /// 429 when `me` is past [`SendLimiter`]'s rate.
-fn check_rate(state: &AppState, me: Uuid) -> Result<(), AppError> {
+fn check_rate(state: &AppState, me: UserId) -> Result<(), AppError> {
     state
         .send_limiter
         .check_key(&me)
@@ -368,7 +388,7 @@ fn check_rate(state: &AppState, me: Uuid) -> Result<(), AppError> {
 pub const TYPING_THROTTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The typing throttle: one key per (user, DM).
-pub type TypingLimiter = governor::DefaultKeyedRateLimiter<(Uuid, Uuid)>;
+pub type TypingLimiter = governor::DefaultKeyedRateLimiter<(UserId, DmId)>;
 
 /// A [`TypingLimiter`] allowing one hint per [`TYPING_THROTTLE`].
 pub fn typing_limiter() -> TypingLimiter {
@@ -388,7 +408,7 @@ pub fn typing_limiter() -> TypingLimiter {
 /// 404 when the DM does not exist or `me` is not in it; 409 when it is not
 /// ACTIVE (an invite reveals no typing) or the other member deleted their
 /// account.
-pub async fn typing(state: &AppState, me: Uuid, dm_id: Uuid) -> Result<(), AppError> {
+pub async fn typing(state: &AppState, me: UserId, dm_id: DmId) -> Result<(), AppError> {
     let dm = crate::dms::server::other_member(&state.pool, me, dm_id).await?;
     let Some(other) = dm else {
         return Err(AppError::NotFound);

@@ -8,17 +8,17 @@
 //! JSON ([`Event::data`]), `id:` its position in the recipient's log.
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
+use crate::ids::{DmId, UserId};
 use crate::{dms::DmSummary, messages::Message};
 
 /// `read`: `user_id` has read DM `dm_id` up to `seq` (a read receipt).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadEvent {
     /// The DM.
-    pub dm_id: Uuid,
+    pub dm_id: DmId,
     /// Who read.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Up to which `seq`.
     pub seq: i64,
 }
@@ -27,16 +27,16 @@ pub struct ReadEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypingEvent {
     /// The DM.
-    pub dm_id: Uuid,
+    pub dm_id: DmId,
     /// Who is typing.
-    pub user_id: Uuid,
+    pub user_id: UserId,
 }
 
 /// `presence`: `user_id` came online or went offline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceEvent {
     /// Whose presence.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Whether they now have an open event stream.
     pub online: bool,
     /// When their last stream closed (RFC 3339), when offline and known.
@@ -119,14 +119,20 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
+
     use crate::{
         dms::{Dm, DmStatus},
+        ids::MessageId,
         users::User,
     };
 
     fn every_variant() -> Vec<Event> {
-        let (dm_id, user_id, message_id) =
-            (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let (dm_id, user_id, message_id) = (
+            DmId::from_u128(1),
+            UserId::from_u128(2),
+            MessageId::from_u128(3),
+        );
         vec![
             Event::Message(Message {
                 id: message_id,
@@ -135,7 +141,7 @@ mod tests {
                 sender_id: user_id,
                 body: "hello\nthere".into(),
                 client_id: Uuid::from_u128(4),
-                created_at: "2026-12-02T10:00:00.000Z".into(),
+                created_at: time::macros::datetime!(2026-12-02 10:00:00.123 UTC),
                 edited_at: None,
                 deleted: false,
             }),
@@ -155,7 +161,7 @@ mod tests {
                     image_url: None,
                 },
                 last_message: None,
-                last_activity_at: "2026-12-02T10:00:00.000Z".into(),
+                last_activity_at: time::macros::datetime!(2026-12-02 10:00 UTC),
                 unread_count: 0,
                 last_seq: 0,
                 online: false,

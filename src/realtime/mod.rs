@@ -9,9 +9,9 @@
 use std::{collections::HashMap, sync::Arc};
 
 use leptos::prelude::*;
-use uuid::Uuid;
 
 use crate::dms::{DmStatus, DmSummary};
+use crate::ids::{DmId, UserId};
 
 pub mod event;
 #[cfg(feature = "ssr")]
@@ -33,28 +33,28 @@ pub struct Live {
     /// row of my conversation list), by DM id: newer than what the page
     /// fetched, so the sidebar and the chat page show them without a
     /// request.
-    pub dm_rows: RwSignal<HashMap<Uuid, DmSummary>>,
+    pub dm_rows: RwSignal<HashMap<DmId, DmSummary>>,
     /// Changes when what the page shows must be fetched again: the stream
     /// (re)opened, or the server said `resync`.
     pub resyncs: RwSignal<u64>,
     /// The stream dropped and the browser is reconnecting.
     pub reconnecting: RwSignal<bool>,
     /// The signed-in user, if any.
-    pub me: Signal<Option<Uuid>>,
+    pub me: Signal<Option<UserId>>,
     /// Presence heard since the page loaded, by user (newer than lists).
-    pub online: RwSignal<HashMap<Uuid, bool>>,
+    pub online: RwSignal<HashMap<UserId, bool>>,
     /// When each user's last stream closed, as the lists and `presence`
     /// events said (only for the other members of my ACTIVE DMs).
-    pub last_seen: RwSignal<HashMap<Uuid, time::OffsetDateTime>>,
+    pub last_seen: RwSignal<HashMap<UserId, time::OffsetDateTime>>,
     /// Each DM's state as the conversation list and the `dm` events said,
     /// by DM id: a `dm` event that changes it is announced.
-    pub statuses: RwSignal<HashMap<Uuid, DmStatus>>,
+    pub statuses: RwSignal<HashMap<DmId, DmStatus>>,
     /// What the page's one polite live region says now: a new message in
     /// the open conversation, or a handshake step of the other member.
     pub announcement: RwSignal<Option<String>>,
     /// Whether I muted each DM, by DM id, as the conversation list and the
     /// `dm` events said: a muted DM raises no notification.
-    pub muted: RwSignal<HashMap<Uuid, bool>>,
+    pub muted: RwSignal<HashMap<DmId, bool>>,
     listeners: StoredValue<Vec<(u64, Listener)>>,
     next_listener: StoredValue<u64>,
 }
@@ -75,7 +75,7 @@ impl Live {
 
     /// Whether `user` is online: the latest `presence` event, else what
     /// the conversation list said when it was fetched; false if neither.
-    pub fn is_online(&self, user: Uuid) -> bool {
+    pub fn is_online(&self, user: UserId) -> bool {
         self.online
             .with(|online| online.get(&user).copied())
             .unwrap_or(false)
@@ -87,7 +87,7 @@ impl Live {
     }
 
     /// When `user`'s last stream closed, if known and visible to me.
-    pub fn last_seen_at(&self, user: Uuid) -> Option<time::OffsetDateTime> {
+    pub fn last_seen_at(&self, user: UserId) -> Option<time::OffsetDateTime> {
         self.last_seen.with(|seen| seen.get(&user).copied())
     }
 
@@ -104,7 +104,7 @@ impl Live {
 
 /// Creates [`Live`], provides it, and (in the browser) keeps this tab on
 /// the browser's event stream (`/api/events`) while someone is signed in.
-pub fn provide_live(me: Signal<Option<Uuid>>) -> Live {
+pub fn provide_live(me: Signal<Option<UserId>>) -> Live {
     let live = Live {
         dms: RwSignal::new(0),
         resyncs: RwSignal::new(0),
@@ -137,6 +137,7 @@ mod browser {
     //! HTTP/1.1 connections per host. A browser without Web Locks or
     //! `BroadcastChannel` gives every tab a stream of its own.
 
+    use crate::ids::UserId;
     use futures::StreamExt;
     use gloo_net::eventsource::{State, futures::EventSource};
     use leptos::prelude::*;
@@ -186,7 +187,7 @@ mod browser {
         signal.update(|v| *v = v.wrapping_add(1));
     }
 
-    fn handle(live: Live, me: Option<uuid::Uuid>, event: Event) {
+    fn handle(live: Live, me: Option<UserId>, event: Event) {
         match &event {
             Event::Dm(row) => {
                 live.muted.update(|muted| {
@@ -332,7 +333,7 @@ mod browser {
     /// 200, a 401 included): renews the session if that is what failed,
     /// then opens the stream again, resuming from the last event seen. A
     /// session that has ended stays closed (the page says so).
-    fn recover(slot: Slot, me: uuid::Uuid) {
+    fn recover(slot: Slot, me: UserId) {
         leptos::task::spawn_local(async move {
             use crate::auth::client::{Refresh, refresh};
             match crate::auth::session().await {
@@ -353,7 +354,7 @@ mod browser {
     /// Opens `/api/events`, resuming after the last event seen when there
     /// is one (a new `EventSource` cannot send `Last-Event-ID`, so it goes
     /// in the query), and relays what it receives to the other tabs.
-    fn open(slot: Slot, me: uuid::Uuid) -> Option<Stream> {
+    fn open(slot: Slot, me: UserId) -> Option<Stream> {
         let Slot { live, last_id, .. } = slot;
         let url = match last_id.get_value() {
             Some(id) => format!(
@@ -432,7 +433,7 @@ mod browser {
     }
 
     /// Another tab's relay.
-    fn on_relay(slot: Slot, me: uuid::Uuid, text: &str) {
+    fn on_relay(slot: Slot, me: UserId, text: &str) {
         match serde_json::from_str::<Relay>(text) {
             Ok(Relay::Event { id, event }) => {
                 if !id.is_empty() {
@@ -484,7 +485,7 @@ mod browser {
 
     /// Asks for the stream's lock: at once (`if_available`: a tab that
     /// does not get it follows), or waiting for the tab that holds it to go.
-    fn claim(slot: Slot, me: uuid::Uuid, name: String, if_available: bool) -> bool {
+    fn claim(slot: Slot, me: UserId, name: String, if_available: bool) -> bool {
         let generation = slot.generation.get_value();
         let callback = {
             let name = name.clone();
@@ -523,7 +524,7 @@ mod browser {
     }
 
     /// Joins (or, alone, opens) the browser's stream for `me`.
-    fn start(slot: Slot, me: uuid::Uuid) {
+    fn start(slot: Slot, me: UserId) {
         slot.generation.update_value(|g| *g += 1);
         let name = format!("knock-events:{me}");
         let Ok(channel) = BroadcastChannel::new(&name) else {

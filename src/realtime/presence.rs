@@ -25,6 +25,7 @@ use super::{
     event::{Event, PresenceEvent},
     server::{Wakeups, commit_with_event},
 };
+use crate::ids::UserId;
 
 /// How often an instance says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -35,36 +36,36 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30);
 /// `realtime::server::events`) does not flicker offline and back.
 pub const OFFLINE_GRACE: Duration = Duration::from_secs(10);
 
-/// SQL: whether user `$1` has a stream on a live instance.
-const ONLINE: &str = "EXISTS (SELECT 1 FROM presence p JOIN instances i ON i.id = p.instance_id
-                              WHERE p.user_id = $1 AND i.seen_at > now() - interval '30 seconds')";
-
 /// The users who may see `user`'s presence: the other members of their
 /// ACTIVE DMs with no block between the two, either way.
 async fn partners(
     tx: &mut Transaction<'_, Postgres>,
-    user: Uuid,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT o.user_id FROM dm_members me
-         JOIN dms d ON d.id = me.dm_id AND d.status = 'ACTIVE'
-         JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> me.user_id
-         WHERE me.user_id = $1
-           AND NOT EXISTS (SELECT 1 FROM blocks b
-                            WHERE (b.blocker_id, b.blocked_id) IN (($1, o.user_id), (o.user_id, $1)))",
+    user: UserId,
+) -> Result<Vec<UserId>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT o.user_id AS "user_id: UserId" FROM dm_members me
+           JOIN dms d ON d.id = me.dm_id AND d.status = 'ACTIVE'
+           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> me.user_id
+           WHERE me.user_id = $1 AND NOT blocked_between($1, o.user_id)"#,
+        user as UserId,
     )
-    .bind(user)
     .fetch_all(&mut **tx)
     .await
 }
 
-async fn lock_user(tx: &mut Transaction<'_, Postgres>, user: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))")
-        .bind(user)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query_scalar(&format!("SELECT {ONLINE}"))
-        .bind(user)
+async fn lock_user(tx: &mut Transaction<'_, Postgres>, user: UserId) -> Result<bool, sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))",
+        user as UserId,
+    )
+    .execute(&mut **tx)
+    .await?;
+    online(tx, user).await
+}
+
+/// Whether `user` has a stream on a live instance (`has_live_stream`).
+async fn online(tx: &mut Transaction<'_, Postgres>, user: UserId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT has_live_stream($1) AS "online!""#, user as UserId)
         .fetch_one(&mut **tx)
         .await
 }
@@ -76,15 +77,14 @@ async fn lock_user(tx: &mut Transaction<'_, Postgres>, user: Uuid) -> Result<boo
 /// The database error.
 pub async fn visible_online(
     tx: &mut Transaction<'_, Postgres>,
-    viewer: Uuid,
-    user: Uuid,
+    viewer: UserId,
+    user: UserId,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT {ONLINE} AND NOT EXISTS (SELECT 1 FROM blocks b
-                 WHERE (b.blocker_id, b.blocked_id) IN (($1, $2), ($2, $1)))"
-    ))
-    .bind(user)
-    .bind(viewer)
+    sqlx::query_scalar!(
+        r#"SELECT has_live_stream($1) AND NOT blocked_between($1, $2) AS "online!""#,
+        user as UserId,
+        viewer as UserId,
+    )
     .fetch_one(&mut **tx)
     .await
 }
@@ -96,26 +96,23 @@ pub async fn visible_online(
 async fn finish(
     mut tx: Transaction<'_, Postgres>,
     wakeups: &Wakeups,
-    user: Uuid,
+    user: UserId,
     before: bool,
     closed_ago: Duration,
 ) -> Result<(), sqlx::Error> {
-    let now: bool = sqlx::query_scalar(&format!("SELECT {ONLINE}"))
-        .bind(user)
-        .fetch_one(&mut *tx)
-        .await?;
+    let now = online(&mut tx, user).await?;
     if now == before {
         return tx.commit().await;
     }
     let last_seen_at = if now {
         None
     } else {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "UPDATE users SET last_seen_at = now() - $2 * interval '1 second'
              WHERE id = $1 RETURNING last_seen_at",
+            user as UserId,
+            closed_ago.as_secs_f64(),
         )
-        .bind(user)
-        .bind(closed_ago.as_secs_f64())
         .fetch_optional(&mut *tx)
         .await?
         .flatten()
@@ -136,7 +133,7 @@ pub struct Presence {
     wakeups: Arc<Wakeups>,
     /// Open streams per user here; the database hears only of the first
     /// and the last.
-    local: Mutex<HashMap<Uuid, u32>>,
+    local: Mutex<HashMap<UserId, u32>>,
 }
 
 impl Presence {
@@ -152,7 +149,7 @@ impl Presence {
 
     /// `user`'s streams on this instance: those open, and those closed less
     /// than [`OFFLINE_GRACE`] ago.
-    pub fn streams_of(&self, user: Uuid) -> u32 {
+    pub fn streams_of(&self, user: UserId) -> u32 {
         let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
         local.get(&user).copied().unwrap_or(0)
     }
@@ -165,7 +162,7 @@ impl Presence {
     pub async fn open(
         self: &Arc<Self>,
         pool: &PgPool,
-        user: Uuid,
+        user: UserId,
     ) -> Result<StreamGuard, sqlx::Error> {
         let first = {
             let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,7 +182,7 @@ impl Presence {
         Ok(guard)
     }
 
-    async fn close(&self, pool: &PgPool, user: Uuid) -> Result<(), sqlx::Error> {
+    async fn close(&self, pool: &PgPool, user: UserId) -> Result<(), sqlx::Error> {
         let last = {
             let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
             match local.get_mut(&user) {
@@ -213,7 +210,7 @@ impl Presence {
     async fn sync(
         &self,
         pool: &PgPool,
-        user: Uuid,
+        user: UserId,
         closed_ago: Duration,
     ) -> Result<(), sqlx::Error> {
         let mut tx = pool.begin().await?;
@@ -231,29 +228,31 @@ impl Presence {
             // would wait for any uncommitted write to it (a heartbeat,
             // another user's first stream here), so users coming online
             // at once would each wait for the one before to commit.
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO instances (id) SELECT $1
                  WHERE NOT EXISTS (SELECT 1 FROM instances WHERE id = $1)
                  ON CONFLICT (id) DO NOTHING",
+                self.instance,
             )
-            .bind(self.instance)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO presence (instance_id, user_id, streams) VALUES ($1, $2, $3)
                  ON CONFLICT (instance_id, user_id) DO UPDATE SET streams = EXCLUDED.streams",
+                self.instance,
+                user as UserId,
+                i32::try_from(count).unwrap_or(i32::MAX),
             )
-            .bind(self.instance)
-            .bind(user)
-            .bind(i32::try_from(count).unwrap_or(i32::MAX))
             .execute(&mut *tx)
             .await?;
         } else {
-            sqlx::query("DELETE FROM presence WHERE instance_id = $1 AND user_id = $2")
-                .bind(self.instance)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "DELETE FROM presence WHERE instance_id = $1 AND user_id = $2",
+                self.instance,
+                user as UserId,
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         finish(tx, &self.wakeups, user, before, closed_ago).await
     }
@@ -271,14 +270,16 @@ impl Presence {
     }
 
     async fn beat(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let alive = sqlx::query("UPDATE instances SET seen_at = now() WHERE id = $1")
-            .bind(self.instance)
-            .execute(pool)
-            .await?
-            .rows_affected();
+        let alive = sqlx::query!(
+            "UPDATE instances SET seen_at = now() WHERE id = $1",
+            self.instance
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
         if alive == 0 {
             // Swept while silent (or nothing written yet): write the counts again.
-            let users: Vec<Uuid> = self
+            let users: Vec<UserId> = self
                 .local
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -289,10 +290,10 @@ impl Presence {
                 self.sync(pool, user, Duration::ZERO).await?;
             }
         }
-        let stale: Vec<Uuid> = sqlx::query_scalar(
+        let stale = sqlx::query_scalar!(
             "SELECT id FROM instances WHERE seen_at < now() - $1 * interval '1 second'",
+            STALE_AFTER.as_secs_f64(),
         )
-        .bind(STALE_AFTER.as_secs_f64())
         .fetch_all(pool)
         .await?;
         for instance in stale {
@@ -307,15 +308,13 @@ impl Presence {
     /// # Errors
     /// The database error.
     pub async fn sweep(&self, pool: &PgPool, instance: Uuid) -> Result<(), sqlx::Error> {
-        let users: Vec<Uuid> = sqlx::query_scalar(
-            "WITH gone AS (DELETE FROM presence WHERE instance_id = $1 RETURNING user_id)
-             SELECT user_id FROM gone",
+        let users = sqlx::query_scalar!(
+            r#"DELETE FROM presence WHERE instance_id = $1 RETURNING user_id AS "user_id: UserId""#,
+            instance,
         )
-        .bind(instance)
         .fetch_all(pool)
         .await?;
-        sqlx::query("DELETE FROM instances WHERE id = $1")
-            .bind(instance)
+        sqlx::query!("DELETE FROM instances WHERE id = $1", instance)
             .execute(pool)
             .await?;
         for user in users {
@@ -340,7 +339,7 @@ impl Presence {
 pub struct StreamGuard {
     presence: Arc<Presence>,
     pool: PgPool,
-    user: Uuid,
+    user: UserId,
 }
 
 impl Drop for StreamGuard {

@@ -31,12 +31,12 @@ use axum::{
 use futures::Stream;
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgListener};
 use tokio::sync::{Notify, broadcast, watch};
-use uuid::Uuid;
 
 use super::{
     event::{Event as LiveEvent, ResyncEvent},
     presence::{Presence, StreamGuard},
 };
+use crate::ids::UserId;
 use crate::{auth::server::CurrentUser, error::AppError, server::state::AppState};
 
 /// The NOTIFY channel.
@@ -66,15 +66,17 @@ pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The database error.
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
-    recipients: &[Uuid],
+    recipients: &[UserId],
     event: &LiveEvent,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO events (user_id, kind, payload) SELECT unnest($1::uuid[]), $2, $3")
-        .bind(recipients)
-        .bind(event.kind())
-        .bind(event.data())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO events (user_id, kind, payload) SELECT unnest($1::uuid[]), $2, $3",
+        recipients as &[UserId],
+        event.kind(),
+        event.data(),
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -87,7 +89,7 @@ pub async fn record(
 pub async fn commit_with_event(
     mut tx: Transaction<'_, Postgres>,
     wakeups: &Wakeups,
-    recipients: &[Uuid],
+    recipients: &[UserId],
     event: Option<LiveEvent>,
 ) -> Result<(), sqlx::Error> {
     let Some(event) = event else {
@@ -109,19 +111,19 @@ pub async fn commit_with_event(
 pub async fn commit_with_events(
     mut tx: Transaction<'_, Postgres>,
     wakeups: &Wakeups,
-    events: &[(Uuid, LiveEvent)],
+    events: &[(UserId, LiveEvent)],
 ) -> Result<(), sqlx::Error> {
     if !events.is_empty() {
-        let recipients: Vec<Uuid> = events.iter().map(|(user, _)| *user).collect();
+        let recipients: Vec<UserId> = events.iter().map(|(user, _)| *user).collect();
         let kinds: Vec<&str> = events.iter().map(|(_, event)| event.kind()).collect();
         let payloads: Vec<serde_json::Value> = events.iter().map(|(_, e)| e.data()).collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO events (user_id, kind, payload)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
+            recipients as Vec<UserId>,
+            kinds as Vec<&str>,
+            &payloads,
         )
-        .bind(recipients)
-        .bind(kinds)
-        .bind(payloads)
         .execute(&mut *tx)
         .await?;
     }
@@ -177,8 +179,7 @@ impl Wakeups {
         if !self.wanted.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
+        sqlx::query!("SELECT pg_notify($1, '')", CHANNEL)
             .execute(db)
             .await?;
         Ok(())
@@ -253,7 +254,7 @@ impl Delivered {
 struct Fanout {
     /// Every settled event up to here has been handed out.
     cursor: Option<Cursor>,
-    users: HashMap<Uuid, broadcast::Sender<Arc<Delivered>>>,
+    users: HashMap<UserId, broadcast::Sender<Arc<Delivered>>>,
 }
 
 /// This process's real-time state: the NOTIFY outbox ([`Wakeups`]), the
@@ -306,7 +307,7 @@ impl Hub {
     /// A channel of `user`'s events and the reader's position when it was
     /// made: every event after that position comes through the channel,
     /// the ones up to it are in the log. Waits until the reader has started.
-    pub async fn subscribe(&self, user: Uuid) -> (broadcast::Receiver<Arc<Delivered>>, Cursor) {
+    pub async fn subscribe(&self, user: UserId) -> (broadcast::Receiver<Arc<Delivered>>, Cursor) {
         let mut started = self.started.subscribe();
         // The sender lives in `self`, so this wait ends only by starting.
         let _ = started.wait_for(|started| *started).await;
@@ -327,7 +328,7 @@ impl Hub {
 
     /// Hands out events read from the log, in order, to the channels of
     /// their recipients, and moves the position past them.
-    fn publish(&self, events: Vec<(Uuid, Arc<Delivered>)>) {
+    fn publish(&self, events: Vec<(UserId, Arc<Delivered>)>) {
         let mut fanout = self.fanout();
         for (user, event) in events {
             fanout.cursor = Some(event.cursor);
@@ -451,14 +452,14 @@ const RETRY_LAST: Duration = Duration::from_millis(64);
 /// (The log is ordered by the `xid8` column; its text would sort "100"
 /// before "99".)
 async fn log_head(pool: &PgPool) -> Result<Cursor, sqlx::Error> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text AS tx, id FROM events
-         WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY tx_id DESC, id DESC LIMIT 1",
+    let row = sqlx::query!(
+        r#"SELECT tx_id::text AS "tx!", id FROM events
+           WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+           ORDER BY tx_id DESC, id DESC LIMIT 1"#
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map_or(Cursor::ZERO, |(tx_id, id)| Cursor::from_row(&tx_id, id)))
+    Ok(row.map_or(Cursor::ZERO, |row| Cursor::from_row(&row.tx, row.id)))
 }
 
 /// What one read of the whole log found.
@@ -466,7 +467,7 @@ async fn log_head(pool: &PgPool) -> Result<Cursor, sqlx::Error> {
 struct Batch {
     /// The settled events after the cursor with their recipients, oldest
     /// first, at most [`BATCH`].
-    events: Vec<(Uuid, Arc<Delivered>)>,
+    events: Vec<(UserId, Arc<Delivered>)>,
     /// The position of the last row read (decoded or not).
     last: Option<Cursor>,
     /// Committed events are not settled yet: an older transaction is still
@@ -478,28 +479,24 @@ struct Batch {
 /// events wait behind a running transaction. One query. An event that went
 /// to several users is decoded once.
 async fn read_log(pool: &PgPool, after: Cursor) -> Result<Batch, sqlx::Error> {
-    type Row = (
-        Option<String>,
-        Option<i64>,
-        Option<Uuid>,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "(SELECT tx_id::text AS tx, id, user_id, kind, payload::text FROM events
-          WHERE (tx_id, id) > ($1::xid8, $2)
-            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY tx_id, id LIMIT $3)
-         UNION ALL
-         SELECT NULL, NULL, NULL, NULL, NULL
-          WHERE EXISTS (SELECT 1 FROM events
-                          WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    let rows = sqlx::query!(
+        r#"(SELECT tx_id::text AS tx, id, user_id AS "user_id: UserId", kind, payload::text
+             FROM events
+            WHERE (tx_id, id) > ($1::text::xid8, $2)
+              AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY tx_id, id LIMIT $3)
+           UNION ALL
+           SELECT NULL, NULL, NULL, NULL, NULL
+            WHERE EXISTS (SELECT 1 FROM events
+                            WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))"#,
+        after.tx_id.to_string(),
+        after.id,
+        BATCH,
     )
-    .bind(after.tx_id.to_string())
-    .bind(after.id)
-    .bind(BATCH)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.tx, r.id, r.user_id, r.kind, r.payload));
     let mut batch = Batch::default();
     // The previous row's kind, payload and encoding: one event logged for
     // several recipients is several rows with the same payload.
@@ -578,16 +575,16 @@ impl std::fmt::Display for Cursor {
 /// reader's `position` and the newest settled event of `user`'s log. What
 /// committed before is what the page fetches (or refetches on `resync`),
 /// so the stream skips it, and a reconnect from there replays none of it.
-async fn start_point(pool: &PgPool, user: Uuid, position: Cursor) -> Result<Cursor, sqlx::Error> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text AS tx, id FROM events
-         WHERE user_id = $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY tx_id DESC, id DESC LIMIT 1",
+async fn start_point(pool: &PgPool, user: UserId, position: Cursor) -> Result<Cursor, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT tx_id::text AS "tx!", id FROM events
+           WHERE user_id = $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+           ORDER BY tx_id DESC, id DESC LIMIT 1"#,
+        user as UserId,
     )
-    .bind(user)
     .fetch_optional(pool)
     .await?;
-    let head = row.map_or(Cursor::ZERO, |(tx_id, id)| Cursor::from_row(&tx_id, id));
+    let head = row.map_or(Cursor::ZERO, |row| Cursor::from_row(&row.tx, row.id));
     Ok(head.max(position))
 }
 
@@ -608,28 +605,33 @@ pub struct Page {
 ///
 /// # Errors
 /// The database error.
-pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<Page, sqlx::Error> {
-    let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
-        "SELECT tx_id::text AS tx, id, kind, payload::text FROM events
-         WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3)
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-           AND NOT (kind = $6 AND created_at < now() - $5 * interval '1 second')
-         ORDER BY tx_id, id LIMIT $4",
+pub async fn events_after(
+    pool: &PgPool,
+    user: UserId,
+    after: &Cursor,
+) -> Result<Page, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT tx_id::text AS "tx!", id, kind, payload::text AS "payload!" FROM events
+           WHERE user_id = $1 AND (tx_id, id) > ($2::text::xid8, $3)
+             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+             AND NOT (kind = $6 AND created_at < now() - $5 * interval '1 second')
+           ORDER BY tx_id, id LIMIT $4"#,
+        user as UserId,
+        after.tx_id.to_string(),
+        after.id,
+        PAGE,
+        TYPING_TTL.as_secs_f64(),
+        LiveEvent::TYPING,
     )
-    .bind(user)
-    .bind(after.tx_id.to_string())
-    .bind(after.id)
-    .bind(PAGE)
-    .bind(TYPING_TTL.as_secs_f64())
-    .bind(LiveEvent::TYPING)
     .fetch_all(pool)
     .await?;
     let mut page = Page {
         full: rows.len() as i64 == PAGE,
         ..Page::default()
     };
-    for (tx_id, id, kind, payload) in rows {
-        let cursor = Cursor::from_row(&tx_id, id);
+    for row in rows {
+        let (kind, payload) = (row.kind, row.payload);
+        let cursor = Cursor::from_row(&row.tx, row.id);
         page.last = Some(cursor);
         match LiveEvent::decode(&kind, &payload) {
             Ok(event) => page.events.push(Delivered::new(cursor, &event)),
@@ -645,16 +647,18 @@ pub async fn events_after(pool: &PgPool, user: Uuid, after: &Cursor) -> Result<P
 
 /// Whether a stream resuming after `cursor` must resync instead: the log
 /// was pruned past it, or more than [`MAX_REPLAY`] events wait.
-async fn needs_resync(pool: &PgPool, user: Uuid, cursor: &Cursor) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT $2::xid8 <= (SELECT pruned_through FROM events_horizon) AND $2::xid8 <> '0'
-             OR (SELECT count(*) FROM (SELECT 1 FROM events
-                  WHERE user_id = $1 AND (tx_id, id) > ($2::xid8, $3) LIMIT $4 + 1) w) > $4",
+async fn needs_resync(pool: &PgPool, user: UserId, cursor: &Cursor) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT $2::text::xid8 <= (SELECT pruned_through FROM events_horizon)
+                  AND $2::text::xid8 <> '0'
+               OR (SELECT count(*) FROM (SELECT 1 FROM events
+                    WHERE user_id = $1 AND (tx_id, id) > ($2::text::xid8, $3) LIMIT $4::int8 + 1) w) > $4::int8
+               AS "resync!""#,
+        user as UserId,
+        cursor.tx_id.to_string(),
+        cursor.id,
+        MAX_REPLAY,
     )
-    .bind(user)
-    .bind(cursor.tx_id.to_string())
-    .bind(cursor.id)
-    .bind(MAX_REPLAY)
     .fetch_one(pool)
     .await
 }
@@ -709,7 +713,7 @@ async fn next_event(
     st: &mut StreamState,
     pool: &PgPool,
     hub: &Hub,
-    me: Uuid,
+    me: UserId,
 ) -> Option<Arc<Delivered>> {
     loop {
         if let Some(event) = st.buffer.pop_front() {
@@ -900,7 +904,7 @@ impl Stall {
 }
 
 /// A Postgres session holding an open write transaction.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Holder {
     /// Its backend's process id (for `pg_terminate_backend`).
     pub pid: i32,
@@ -919,12 +923,13 @@ pub struct Holder {
 /// # Errors
 /// The database error.
 pub async fn open_writers(pool: &PgPool) -> Result<Vec<Holder>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT pid, state, application_name,
-                extract(epoch FROM now() - xact_start)::float8 AS seconds
-           FROM pg_stat_activity
-          WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
-          ORDER BY age(backend_xid) DESC",
+    sqlx::query_as!(
+        Holder,
+        r#"SELECT pid AS "pid!", state, application_name AS "application_name!",
+                  extract(epoch FROM now() - xact_start)::float8 AS "seconds!"
+             FROM pg_stat_activity
+            WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+            ORDER BY age(backend_xid) DESC"#
     )
     .fetch_all(pool)
     .await
@@ -944,25 +949,27 @@ pub const PRUNE_BATCH: i64 = 1000;
 pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let (deleted, horizon): (i64, Option<String>) = sqlx::query_as(
-            "WITH gone AS (
-                 DELETE FROM events WHERE id IN (
-                     SELECT id FROM events
-                      WHERE created_at < now() - $1 * interval '1 second'
-                      ORDER BY tx_id, id LIMIT $2)
-                 RETURNING tx_id),
-             moved AS (
-                 UPDATE events_horizon
-                    SET pruned_through = GREATEST(pruned_through,
-                                                  (SELECT tx_id FROM gone ORDER BY tx_id DESC LIMIT 1))
-                  WHERE EXISTS (SELECT 1 FROM gone)
-                 RETURNING pruned_through::text)
-             SELECT (SELECT count(*) FROM gone), (SELECT pruned_through FROM moved)",
+        let row = sqlx::query!(
+            r#"WITH gone AS (
+                   DELETE FROM events WHERE id IN (
+                       SELECT id FROM events
+                        WHERE created_at < now() - $1 * interval '1 second'
+                        ORDER BY tx_id, id LIMIT $2)
+                   RETURNING tx_id),
+               moved AS (
+                   UPDATE events_horizon
+                      SET pruned_through = GREATEST(pruned_through,
+                                                    (SELECT tx_id FROM gone ORDER BY tx_id DESC LIMIT 1))
+                    WHERE EXISTS (SELECT 1 FROM gone)
+                   RETURNING pruned_through::text AS horizon)
+               SELECT (SELECT count(*) FROM gone) AS "deleted!",
+                      (SELECT horizon FROM moved) AS horizon"#,
+            RETENTION.as_secs_f64(),
+            PRUNE_BATCH,
         )
-        .bind(RETENTION.as_secs_f64())
-        .bind(PRUNE_BATCH)
         .fetch_one(pool)
         .await?;
+        let (deleted, horizon) = (row.deleted, row.horizon);
         total += deleted as u64;
         if let Some(horizon) = horizon {
             tracing::info!(%horizon, deleted, "pruned the event log");
@@ -972,14 +979,14 @@ pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
         }
     }
     loop {
-        let deleted = sqlx::query(
+        let deleted = sqlx::query!(
             "DELETE FROM events WHERE id IN (
                  SELECT id FROM events
                   WHERE kind = ANY($1) AND created_at < now() - interval '1 minute'
                   LIMIT $2)",
+            &LiveEvent::EPHEMERAL as &[&str],
+            PRUNE_BATCH,
         )
-        .bind(LiveEvent::EPHEMERAL)
-        .bind(PRUNE_BATCH)
         .execute(pool)
         .await?
         .rows_affected();

@@ -301,14 +301,17 @@ impl EmbeddedPostgres {
         let mut conn = connect_with_retry(&self.connect_options_for("postgres"))
             .await
             .map_err(EmbeddedPostgresError::CreateDatabase)?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(DATABASE)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(EmbeddedPostgresError::CreateDatabase)?;
+        let exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+            DATABASE,
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(EmbeddedPostgresError::CreateDatabase)?;
         if !exists {
-            sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
+            // A utility statement: the query macros cannot check it, and
+            // Postgres takes no parameter for a database's name.
+            sqlx::raw_sql("CREATE DATABASE knock")
                 .execute(&mut conn)
                 .await
                 .map_err(EmbeddedPostgresError::CreateDatabase)?;

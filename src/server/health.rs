@@ -8,10 +8,7 @@ use sqlx::PgPool;
 /// `503 {"status":"unavailable"}` (with the cause in the log) when it does not.
 /// No session needed; meant for load balancers and operators.
 pub async fn healthz(State(pool): State<PgPool>) -> impl IntoResponse {
-    match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&pool)
-        .await
-    {
+    match sqlx::query_scalar!("SELECT 1").fetch_one(&pool).await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Err(error) => {
             tracing::error!(%error, "health check: database unavailable");

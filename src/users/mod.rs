@@ -5,7 +5,8 @@
 //! no row yet, and from dev sign-in.
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+
+use crate::ids::UserId;
 
 #[cfg(feature = "ssr")]
 pub mod server;
@@ -15,7 +16,7 @@ pub mod server;
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct User {
     /// Knock's id, used in URLs (`/chat/{id}`).
-    pub id: Uuid,
+    pub id: UserId,
     /// Unique regardless of case.
     pub username: String,
     /// Clerk's `first_name`.
@@ -48,7 +49,7 @@ impl User {
 /// # Errors
 /// 401 without a session; 404 for an unknown or deleted user.
 #[leptos::server(prefix = "/api", endpoint = "users/get", input = leptos::server_fn::codec::Json)]
-pub async fn get_user(user_id: Uuid) -> Result<User, crate::error::AppError> {
+pub async fn get_user(user_id: UserId) -> Result<User, crate::error::AppError> {
     use crate::error::{AppError, respond};
     crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;

@@ -14,10 +14,10 @@
 use serde::Deserialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::User;
 use crate::error::AppError;
+use crate::ids::UserId;
 
 /// The fields Knock keeps from a Clerk User object (Clerk Backend API
 /// `User`, also the `data` of `user.created` / `user.updated` webhooks).
@@ -109,18 +109,18 @@ pub fn normalise_username(raw: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncOutcome {
     /// A new row.
-    Created(Uuid),
+    Created(UserId),
     /// An existing row took the newer data.
-    Updated(Uuid),
+    Updated(UserId),
     /// The data was not newer than what is stored; nothing changed.
-    Stale(Uuid),
+    Stale(UserId),
     /// The user is tombstoned; nothing changed.
-    Tombstoned(Uuid),
+    Tombstoned(UserId),
 }
 
 impl SyncOutcome {
     /// The user's Knock id.
-    pub fn user_id(self) -> Uuid {
+    pub fn user_id(self) -> UserId {
         match self {
             Self::Created(id) | Self::Updated(id) | Self::Stale(id) | Self::Tombstoned(id) => id,
         }
@@ -173,55 +173,55 @@ async fn upsert_in(
     clerk: &ClerkUser,
 ) -> Result<SyncOutcome, sqlx::Error> {
     let updated_at = clerk_time(clerk.updated_at);
-    let existing: Option<(Uuid, Option<OffsetDateTime>, Option<OffsetDateTime>)> = sqlx::query_as(
-        "SELECT id, clerk_updated_at, deleted_at FROM users WHERE clerk_id = $1 FOR UPDATE",
+    let existing = sqlx::query!(
+        r#"SELECT id AS "id: UserId", clerk_updated_at, deleted_at
+           FROM users WHERE clerk_id = $1 FOR UPDATE"#,
+        clerk.id,
     )
-    .bind(&clerk.id)
     .fetch_optional(&mut **tx)
     .await?;
-    if let Some((id, stored_at, deleted_at)) = existing {
-        if deleted_at.is_some() {
-            return Ok(SyncOutcome::Tombstoned(id));
+    if let Some(row) = &existing {
+        if row.deleted_at.is_some() {
+            return Ok(SyncOutcome::Tombstoned(row.id));
         }
-        if stored_at.is_some_and(|stored| stored >= updated_at) {
-            return Ok(SyncOutcome::Stale(id));
+        if row
+            .clerk_updated_at
+            .is_some_and(|stored| stored >= updated_at)
+        {
+            return Ok(SyncOutcome::Stale(row.id));
         }
     }
     let username = free_username(tx, &clerk.base_username(), &clerk.id).await?;
-    let id = match existing {
-        Some((id, ..)) => {
-            sqlx::query(
-                "UPDATE users SET username = $2, email = $3, first_name = $4, last_name = $5,
-                        image_url = $6, clerk_updated_at = $7, updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&username)
-            .bind(clerk.primary_email())
-            .bind(&clerk.first_name)
-            .bind(&clerk.last_name)
-            .bind(&clerk.image_url)
-            .bind(updated_at)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(SyncOutcome::Updated(id));
-        }
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO users (clerk_id, username, email, first_name, last_name, image_url, clerk_updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(&clerk.id)
-            .bind(&username)
-            .bind(clerk.primary_email())
-            .bind(&clerk.first_name)
-            .bind(&clerk.last_name)
-            .bind(&clerk.image_url)
-            .bind(updated_at)
-            .fetch_one(&mut **tx)
-            .await?
-        }
-    };
+    if let Some(row) = existing {
+        sqlx::query!(
+            "UPDATE users SET username = $2, email = $3, first_name = $4, last_name = $5,
+                    image_url = $6, clerk_updated_at = $7, updated_at = now()
+             WHERE id = $1",
+            row.id as UserId,
+            username,
+            clerk.primary_email(),
+            clerk.first_name,
+            clerk.last_name,
+            clerk.image_url,
+            updated_at,
+        )
+        .execute(&mut **tx)
+        .await?;
+        return Ok(SyncOutcome::Updated(row.id));
+    }
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO users (clerk_id, username, email, first_name, last_name, image_url, clerk_updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id AS "id: UserId""#,
+        clerk.id,
+        username,
+        clerk.primary_email(),
+        clerk.first_name,
+        clerk.last_name,
+        clerk.image_url,
+        updated_at,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(SyncOutcome::Created(id))
 }
 
@@ -235,16 +235,19 @@ async fn free_username(
     // Creators of the same base name take turns (until commit), so that
     // many first requests at once (all "user" before the webhook arrives)
     // do not keep choosing the same suffix.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
-        .bind(base.to_lowercase())
-        .execute(&mut **tx)
-        .await?;
-    let taken: Vec<String> = sqlx::query_scalar(
-        "SELECT lower(username) FROM users
-         WHERE clerk_id <> $2 AND (lower(username) = $1 OR lower(username) LIKE $1 || '%')",
+    let base_lower = base.to_lowercase();
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
+        base_lower
     )
-    .bind(base.to_lowercase())
-    .bind(clerk_id)
+    .execute(&mut **tx)
+    .await?;
+    let taken = sqlx::query_scalar!(
+        r#"SELECT lower(username) AS "name!" FROM users
+           WHERE clerk_id <> $2 AND (lower(username) = $1 OR lower(username) LIKE $1 || '%')"#,
+        base_lower,
+        clerk_id,
+    )
     .fetch_all(&mut **tx)
     .await?;
     let free = (1..)
@@ -278,20 +281,20 @@ async fn free_username(
 #[tracing::instrument(skip_all, fields(clerk_id))]
 pub async fn tombstone(pool: &PgPool, clerk_id: &str) -> Result<SyncOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let (id, username): (Uuid, String) = sqlx::query_as(
-        "INSERT INTO users (clerk_id, username, deleted_at)
-         VALUES ($1, $2 || md5($1), now())
-         ON CONFLICT (clerk_id) DO UPDATE SET
-             username = $2 || md5(users.clerk_id), email = NULL, first_name = NULL,
-             last_name = NULL, image_url = NULL,
-             deleted_at = COALESCE(users.deleted_at, now()), updated_at = now()
-         RETURNING id, username",
+    let row = sqlx::query!(
+        r#"INSERT INTO users (clerk_id, username, deleted_at)
+           VALUES ($1, $2 || md5($1), now())
+           ON CONFLICT (clerk_id) DO UPDATE SET
+               username = $2 || md5(users.clerk_id), email = NULL, first_name = NULL,
+               last_name = NULL, image_url = NULL,
+               deleted_at = COALESCE(users.deleted_at, now()), updated_at = now()
+           RETURNING id AS "id: UserId", username"#,
+        clerk_id,
+        TOMBSTONE_PREFIX,
     )
-    .bind(clerk_id)
-    .bind(TOMBSTONE_PREFIX)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE webhook_events
             SET payload = jsonb_build_object('type', event_type,
                                              'data', jsonb_build_object('id', $1::text)),
@@ -299,33 +302,23 @@ pub async fn tombstone(pool: &PgPool, clerk_id: &str) -> Result<SyncOutcome, sql
                 last_error = NULL,
                 processed_at = COALESCE(processed_at, now())
           WHERE strpos(payload::text, $1) > 0",
+        clerk_id,
     )
-    .bind(clerk_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE events
             SET payload = payload || jsonb_build_object('other_user', jsonb_build_object(
                     'id', $1::uuid, 'username', $2::text, 'first_name', NULL,
                     'last_name', NULL, 'image_url', NULL))
           WHERE kind = 'dm' AND payload -> 'other_user' ->> 'id' = $1::uuid::text",
+        row.id as UserId,
+        row.username,
     )
-    .bind(id)
-    .bind(&username)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(SyncOutcome::Tombstoned(id))
-}
-
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: Uuid,
-    username: String,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    image_url: Option<String>,
-    deleted: bool,
+    Ok(SyncOutcome::Tombstoned(row.id))
 }
 
 /// The user with this Clerk id, and whether they are tombstoned.
@@ -336,11 +329,12 @@ pub async fn find_by_clerk_id(
     pool: &PgPool,
     clerk_id: &str,
 ) -> Result<Option<(User, bool)>, sqlx::Error> {
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, username, first_name, last_name, image_url, deleted_at IS NOT NULL AS deleted
-         FROM users WHERE clerk_id = $1",
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: UserId", username, first_name, last_name, image_url,
+                  deleted_at IS NOT NULL AS "deleted!"
+           FROM users WHERE clerk_id = $1"#,
+        clerk_id,
     )
-    .bind(clerk_id)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| {
@@ -359,12 +353,13 @@ pub async fn find_by_clerk_id(
 ///
 /// # Errors
 /// The database error.
-pub async fn find_live(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, username, first_name, last_name, image_url FROM users
-         WHERE id = $1 AND deleted_at IS NULL",
+pub async fn find_live(pool: &PgPool, id: UserId) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as!(
+        User,
+        r#"SELECT id AS "id: UserId", username, first_name, last_name, image_url FROM users
+           WHERE id = $1 AND deleted_at IS NULL"#,
+        id as UserId,
     )
-    .bind(id)
     .fetch_optional(pool)
     .await
 }
@@ -380,7 +375,7 @@ pub async fn avatar(
     axum::extract::Path(user_id): axum::extract::Path<String>,
 ) -> Result<impl axum::response::IntoResponse, AppError> {
     use axum::http::header;
-    let id: Uuid = user_id.parse().map_err(|_| AppError::NotFound)?;
+    let id: UserId = user_id.parse().map_err(|_| AppError::NotFound)?;
     let png = tokio::task::spawn_blocking(move || {
         identicon_rs::Identicon::new(&id.to_string())
             .set_border(8)

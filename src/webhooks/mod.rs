@@ -116,13 +116,13 @@ pub async fn clerk_webhook(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let stored = sqlx::query(
+    let stored = sqlx::query!(
         "INSERT INTO webhook_events (svix_id, event_type, payload) VALUES ($1, $2, $3)
          ON CONFLICT (svix_id) DO NOTHING",
+        svix_id,
+        event.event_type,
+        payload,
     )
-    .bind(svix_id)
-    .bind(&event.event_type)
-    .bind(&payload)
     .execute(&state.pool)
     .await;
     match stored {

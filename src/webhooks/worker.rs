@@ -22,7 +22,7 @@ pub const LEASE: Duration = Duration::from_secs(300);
 pub const POLL: Duration = Duration::from_secs(5);
 
 /// A stored event, as listed for operators.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     /// The delivery's `svix-id`.
     pub svix_id: String,
@@ -81,7 +81,7 @@ pub async fn apply(pool: &PgPool, event_type: &str, payload: &Value) -> Result<A
 /// # Errors
 /// A database error while claiming or recording the outcome.
 pub async fn process_one(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let claimed: Option<(String, String, Value, i32)> = sqlx::query_as(
+    let claimed = sqlx::query!(
         "UPDATE webhook_events SET status = 'processing', attempts = attempts + 1,
                 next_attempt_at = now() + make_interval(secs => $1)
          WHERE svix_id = (
@@ -90,13 +90,19 @@ pub async fn process_one(pool: &PgPool) -> Result<bool, sqlx::Error> {
              ORDER BY received_at, svix_id
              FOR UPDATE SKIP LOCKED LIMIT 1)
          RETURNING svix_id, event_type, payload, attempts",
+        LEASE.as_secs_f64(),
     )
-    .bind(LEASE.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    let Some((svix_id, event_type, payload, attempts)) = claimed else {
+    let Some(claimed) = claimed else {
         return Ok(false);
     };
+    let (svix_id, event_type, payload, attempts): (String, String, Value, i32) = (
+        claimed.svix_id,
+        claimed.event_type,
+        claimed.payload,
+        claimed.attempts,
+    );
     match apply(pool, &event_type, &payload).await {
         Ok(applied) => {
             let status = if applied == Applied::Done {
@@ -104,25 +110,26 @@ pub async fn process_one(pool: &PgPool) -> Result<bool, sqlx::Error> {
             } else {
                 "ignored"
             };
-            sqlx::query(
-                "UPDATE webhook_events SET status = $2, last_error = NULL, processed_at = now() WHERE svix_id = $1",
+            sqlx::query!(
+                "UPDATE webhook_events SET status = $2, last_error = NULL, processed_at = now()
+                 WHERE svix_id = $1",
+                svix_id,
+                status,
             )
-            .bind(&svix_id)
-            .bind(status)
             .execute(pool)
             .await?;
             tracing::info!(svix_id, event_type, status, "webhook applied");
         }
         Err(error) => {
             let backoff = 2f64.powi(attempts.min(12)).min(3600.0);
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE webhook_events SET status = 'failed', last_error = $2,
                         next_attempt_at = now() + make_interval(secs => $3)
                  WHERE svix_id = $1",
+                svix_id,
+                error,
+                backoff,
             )
-            .bind(&svix_id)
-            .bind(&error)
-            .bind(backoff)
             .execute(pool)
             .await?;
             tracing::warn!(svix_id, event_type, attempts, %error, retry_in_secs = backoff, "webhook failed");
@@ -150,7 +157,8 @@ pub async fn run(pool: PgPool, wakeup: Arc<Notify>) {
 /// # Errors
 /// The database error.
 pub async fn failed(pool: &PgPool) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        StoredEvent,
         "SELECT svix_id, event_type, status, attempts, last_error, received_at
          FROM webhook_events WHERE status = 'failed' ORDER BY received_at",
     )
@@ -164,11 +172,11 @@ pub async fn failed(pool: &PgPool) -> Result<Vec<StoredEvent>, sqlx::Error> {
 /// # Errors
 /// The database error.
 pub async fn retry_now(pool: &PgPool, svix_id: Option<&str>) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "UPDATE webhook_events SET next_attempt_at = now()
          WHERE status = 'failed' AND ($1::text IS NULL OR svix_id = $1)",
+        svix_id,
     )
-    .bind(svix_id)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
@@ -192,15 +200,15 @@ const PRUNE_BATCH: i64 = 1000;
 pub async fn prune(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(
+        let deleted = sqlx::query!(
             "DELETE FROM webhook_events WHERE svix_id IN (
                  SELECT svix_id FROM webhook_events
                   WHERE status IN ('done', 'ignored')
                     AND processed_at < now() - $1 * interval '1 day'
                   LIMIT $2)",
+            f64::from(days),
+            PRUNE_BATCH,
         )
-        .bind(f64::from(days))
-        .bind(PRUNE_BATCH)
         .execute(pool)
         .await?
         .rows_affected();

@@ -93,7 +93,7 @@ pub async fn send(state: AppState, request: Request<Body>) -> Reply {
 /// A signed-in test user: Knock id and dev session token.
 #[derive(Clone)]
 pub struct Person {
-    pub id: uuid::Uuid,
+    pub id: knock::ids::UserId,
     pub token: String,
 }
 
