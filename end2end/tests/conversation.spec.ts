@@ -233,6 +233,33 @@ test("messages sent in quick succession keep their order when the first send is 
   await bob.context.close();
 });
 
+test("a web address in a message is a link that opens in a new tab", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  await sendMessage(ada, "the flat: https://example.test/flat?id=7 and <b>not bold</b> javascript:alert(1)");
+  const link = bob.page.getByRole("list", { name: "Messages" }).getByRole("link", {
+    name: "https://example.test/flat?id=7",
+  });
+  await expect(link).toHaveAttribute("href", "https://example.test/flat?id=7");
+  await expect(link).toHaveAttribute("target", "_blank");
+  await expect(link).toHaveAttribute("rel", "noopener noreferrer");
+  // Everything else is text: no markup, no other link.
+  await expect(bob.page.getByRole("list", { name: "Messages" }).getByRole("link")).toHaveCount(1);
+  await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("<b>not bold</b>")).toBeVisible();
+
+  await bob.context.route("https://example.test/**", (route) =>
+    route.fulfill({ contentType: "text/html", body: "<title>The flat</title>" }),
+  );
+  const [tab] = await Promise.all([bob.context.waitForEvent("page"), link.click()]);
+  await expect(tab).toHaveTitle("The flat");
+  expect(tab.url()).toBe("https://example.test/flat?id=7");
+  // The chat stays where it was.
+  await expect(bob.page.getByRole("textbox", { name: "Message" })).toBeVisible();
+  await ada.context.close();
+  await bob.context.close();
+});
+
 test("a message sent while the page was still connecting shows up and is announced", async ({ browser }) => {
   const ada = await person(browser, "ada");
   const bob = await person(browser, "bob");

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::ids::{DmId, MessageId, UserId};
 use crate::{
+    components::message_text::message_text,
     error::AppError,
     realtime::{Event, Live},
     users::User,
@@ -620,7 +621,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             };
             view! {
                 <li class="message mine pending" class:failed=p.failed>
-                    <p>{p.body.clone()}</p>
+                    <p>{message_text(&p.body)}</p>
                     <span class="status" role="status">
                         {if p.failed { "Not sent" } else { "Sending…" }}
                     </span>
@@ -658,7 +659,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                                 view! { <p class="deleted-text">"Message deleted"</p> }.into_any()
                             } else {
                                 view! {
-                                    <p>{message.body.clone()}</p>
+                                    <p>{message_text(&message.body)}</p>
                                     {message.edited_at.is_some().then(|| view! { <span class="meta">"edited"</span> })}
                                 }.into_any()
                             }
