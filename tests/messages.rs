@@ -1151,3 +1151,187 @@ async fn the_composer_form_posted_twice_stores_one_message(pool: PgPool) {
         .unwrap();
     assert_eq!(bodies, ["hello there"]);
 }
+
+/// The `reaction` events in `who`'s log, oldest first.
+async fn reaction_events(pool: &PgPool, who: &Person) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT payload FROM events WHERE user_id = $1 AND kind = 'reaction' ORDER BY id",
+    )
+    .bind(who.id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn a_reaction_toggles_shows_in_the_list_and_reaches_both_members(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let message = send(&state, &ada, &dm, "lunch?", Uuid::new_v4())
+        .await
+        .json();
+    let react = |who: Person, emoji: &str| {
+        let body = json!({ "message_id": message["id"], "emoji": emoji });
+        let state = state.clone();
+        async move { call(&state, Some(&who), "messages/react", body).await }
+    };
+    let reply = react(bob.clone(), "👍").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.json(),
+        json!([{ "emoji": "👍", "user_ids": [bob.id] }])
+    );
+    react(ada.clone(), "👍").await;
+    let reply = react(ada.clone(), "❤️").await;
+    assert_eq!(
+        reply.json(),
+        json!([
+            { "emoji": "👍", "user_ids": [bob.id, ada.id] },
+            { "emoji": "❤️", "user_ids": [ada.id] }
+        ])
+    );
+    // Again: taken back.
+    let reply = react(bob.clone(), "👍").await;
+    let now = json!([
+        { "emoji": "👍", "user_ids": [ada.id] },
+        { "emoji": "❤️", "user_ids": [ada.id] }
+    ]);
+    assert_eq!(reply.json(), now);
+    // The list shows them; each member's stream got each change.
+    let listed = call(&state, Some(&bob), "messages/list", json!({ "dm_id": dm }))
+        .await
+        .json();
+    assert_eq!(listed[0]["reactions"], now);
+    for who in [&ada, &bob] {
+        let events = reaction_events(&pool, who).await;
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[3]["reactions"], now);
+        assert_eq!(events[3]["message_id"], message["id"]);
+    }
+    // Deleting the message takes its reactions with it.
+    let deleted = call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": message["id"] }),
+    )
+    .await
+    .json();
+    assert!(deleted.get("reactions").is_none(), "{deleted}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM reactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[sqlx::test]
+async fn reactions_that_are_not_allowed_change_nothing(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let cy = person(&pool, "cy").await;
+    let message = send(&state, &ada, &dm, "hello", Uuid::new_v4())
+        .await
+        .json();
+    let gone = send(&state, &ada, &dm, "oops", Uuid::new_v4()).await.json();
+    call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": gone["id"] }),
+    )
+    .await;
+    let cases = [
+        (
+            &bob,
+            json!({ "message_id": message["id"], "emoji": "🦀" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &bob,
+            json!({ "message_id": message["id"], "emoji": "" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &bob,
+            json!({ "message_id": message["id"] }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &bob,
+            json!({ "message_id": "not-a-uuid", "emoji": "👍" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &cy,
+            json!({ "message_id": message["id"], "emoji": "👍" }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &bob,
+            json!({ "message_id": Uuid::new_v4(), "emoji": "👍" }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &bob,
+            json!({ "message_id": gone["id"], "emoji": "👍" }),
+            StatusCode::CONFLICT,
+        ),
+    ];
+    for (who, body, status) in cases {
+        let reply = call(&state, Some(who), "messages/react", body.clone()).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+    }
+    let reply = call(
+        &state,
+        None,
+        "messages/react",
+        json!({ "message_id": message["id"], "emoji": "👍" }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    // Across a block, either way: 403.
+    call(
+        &state,
+        Some(&bob),
+        "users/block",
+        json!({ "user_id": ada.id }),
+    )
+    .await;
+    for who in [&ada, &bob] {
+        let reply = call(
+            &state,
+            Some(who),
+            "messages/react",
+            json!({ "message_id": message["id"], "emoji": "👍" }),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    }
+    call(
+        &state,
+        Some(&bob),
+        "users/unblock",
+        json!({ "user_id": ada.id }),
+    )
+    .await;
+
+    // The other member deleted their account: read-only.
+    knock::users::server::tombstone(&pool, "user_bob")
+        .await
+        .unwrap();
+    let reply = call(
+        &state,
+        Some(&ada),
+        "messages/react",
+        json!({ "message_id": message["id"], "emoji": "👍" }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM reactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert!(reaction_events(&pool, &ada).await.is_empty());
+}

@@ -674,6 +674,13 @@ async fn every_endpoint_answers_malformed_payloads_with_a_4xx(pool: PgPool) {
             "messages/delete",
             vec![("message_id", Field::Uuid, message.clone())],
         ),
+        (
+            "messages/react",
+            vec![
+                ("message_id", Field::Uuid, message.clone()),
+                ("emoji", Field::Text, "\"👍\"".into()),
+            ],
+        ),
         ("messages/seen", vec![("dm_id", Field::Uuid, dm.clone())]),
         ("typing", vec![("dm_id", Field::Uuid, dm.clone())]),
     ];

@@ -233,6 +233,36 @@ test("messages sent in quick succession keep their order when the first send is 
   await bob.context.close();
 });
 
+test("a reaction shows up live on the other side, with who reacted, and toggles", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  await sendMessage(bob, "Pizza tonight?");
+  const messageOf = (who: typeof ada) =>
+    who.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "Pizza tonight?" });
+  await expect(messageOf(ada)).toBeVisible();
+
+  await messageOf(ada).getByLabel("React", { exact: true }).click();
+  await messageOf(ada).getByRole("button", { name: "React with 👍" }).click();
+  await expect(messageOf(ada).getByRole("button", { name: "👍 1: you" })).toHaveAttribute("aria-pressed", "true");
+  // Bob's page shows it at once, with who it was.
+  const onBob = messageOf(bob).getByRole("button", { name: `👍 1: ${ada.username}` });
+  await expect(onBob).toHaveAttribute("aria-pressed", "false");
+
+  // Bob adds his own by pressing it; Ada sees both.
+  await onBob.click();
+  await expect(messageOf(ada).getByRole("button", { name: `👍 2: you and ${bob.username}` })).toBeVisible();
+  // Ada takes hers back; Bob's count drops.
+  await messageOf(ada).getByRole("button", { name: /^👍 2/ }).click();
+  await expect(messageOf(bob).getByRole("button", { name: "👍 1: you" })).toHaveAttribute("aria-pressed", "true");
+
+  // A reload shows what is stored.
+  await ada.page.reload();
+  await expect(messageOf(ada).getByRole("button", { name: `👍 1: ${bob.username}` })).toBeVisible();
+  await ada.context.close();
+  await bob.context.close();
+});
+
 test("a web address in a message is a link that opens in a new tab", async ({ browser }) => {
   const ada = await person(browser, "ada");
   const bob = await person(browser, "bob");

@@ -978,6 +978,7 @@ mod tests {
                 + time::Duration::seconds(seq),
             edited_at: None,
             deleted: false,
+            reactions: Default::default(),
         }
     }
 

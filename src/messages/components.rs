@@ -20,8 +20,8 @@ use time::{
 use uuid::Uuid;
 
 use super::{
-    Message, SendMessageForm, delete_message, edit_message, list_messages, read_messages,
-    read_receipt, send_message, typing,
+    Message, REACTIONS, Reactions, SendMessageForm, delete_message, edit_message, list_messages,
+    react, read_messages, read_receipt, send_message, typing,
 };
 use crate::ids::{DmId, MessageId, UserId};
 use crate::{
@@ -78,12 +78,21 @@ impl Row {
                 seen,
                 ..
             } => format!(
-                "{} {:?} {} {starts_group} {time} {seen}",
-                message.id, message.edited_at, message.deleted
+                "{} {:?} {} {starts_group} {time} {seen} {:?}",
+                message.id, message.edited_at, message.deleted, message.reactions
             ),
             Row::Pending(p) => format!("pending {} {}", p.client_id, p.failed),
         }
     }
+}
+
+/// Replaces the reactions of message `id`, if it is shown.
+fn set_reactions(messages: RwSignal<Vec<Message>>, id: MessageId, reactions: Reactions) {
+    messages.update(|all| {
+        if let Some(message) = all.iter_mut().find(|m| m.id == id) {
+            message.reactions = reactions;
+        }
+    });
 }
 
 /// Merges `new` into `messages` (sorted by `seq`, one per `seq`; a newer
@@ -388,6 +397,9 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                 mark_read();
             }
         }
+        Event::Reaction(e) if e.dm_id == dm_id => {
+            set_reactions(messages, e.message_id, e.reactions.clone());
+        }
         Event::Read(e) if e.dm_id == dm_id && e.user_id == other_id => {
             other_read.update(|r| *r = (*r).max(e.seq));
         }
@@ -603,6 +615,23 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         });
     };
 
+    // Reactions need the WASM bundle: their buttons wait for hydration.
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
+    let react_to = move |id: MessageId, emoji: &'static str| {
+        leptos::task::spawn_local(async move {
+            match react(id, emoji.to_owned()).await {
+                Ok(reactions) => {
+                    set_reactions(messages, id, reactions);
+                    problem.try_set(None);
+                }
+                Err(error) => {
+                    problem.try_set(Some(format!("Could not react: {error}")));
+                }
+            }
+        });
+    };
+    let other_name_stored = StoredValue::new(other_name.clone());
     let all_rows =
         move || messages.with(|m| pending.with(|p| rows(m, p, me, other_read.get(), offset.get())));
     let render = move |row: Row| match row {
@@ -677,6 +706,57 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                             <button type="button" on:click=move |_| editing.set(None)>"Cancel"</button>
                         </form>
                     </Show>
+                    {(!message.deleted).then(|| {
+                        let other_name = other_name_stored.get_value();
+                        let chosen = message.reactions.0.clone().into_iter().map(|r| {
+                            let emoji = REACTIONS.iter().copied().find(|e| *e == r.emoji);
+                            let mine = r.user_ids.contains(&me);
+                            let who = r
+                                .user_ids
+                                .iter()
+                                .map(|u| if *u == me { "you".to_owned() } else { other_name.clone() })
+                                .collect::<Vec<_>>()
+                                .join(" and ");
+                            let count = r.user_ids.len();
+                            let label = format!("{} {count}: {who}", r.emoji);
+                            view! {
+                                <button
+                                    type="button"
+                                    class="reaction"
+                                    class:mine=mine
+                                    aria-pressed=mine.to_string()
+                                    aria-label=label.clone()
+                                    title=label
+                                    disabled=move || !hydrated.get()
+                                    on:click=move |_| {
+                                        if let Some(emoji) = emoji {
+                                            react_to(id, emoji);
+                                        }
+                                    }
+                                >
+                                    {r.emoji.clone()} " " {count}
+                                </button>
+                            }
+                        }).collect::<Vec<_>>();
+                        view! {
+                            <div class="reactions">
+                                {chosen}
+                                <details class="react-picker">
+                                    <summary aria-label="React">"🙂"</summary>
+                                    {REACTIONS.map(|emoji| view! {
+                                        <button
+                                            type="button"
+                                            aria-label=format!("React with {emoji}")
+                                            disabled=move || !hydrated.get()
+                                            on:click=move |_| react_to(id, emoji)
+                                        >
+                                            {emoji}
+                                        </button>
+                                    })}
+                                </details>
+                            </div>
+                        }
+                    })}
                     {(mine && !message.deleted).then(|| view! {
                         <span class="message-actions">
                             <button type="button" class="link-button" on:click=start_edit.clone()>"Edit"</button>

@@ -199,6 +199,7 @@ macro_rules! sent {
                 created_at,
                 edited_at: row.edited_at,
                 deleted: row.deleted.unwrap_or(false),
+                reactions: Default::default(),
             }),
             _ => None,
         };

@@ -44,6 +44,73 @@ pub struct Message {
     pub edited_at: Option<OffsetDateTime>,
     /// Its sender deleted it: `body` is empty, the place in the DM stays.
     pub deleted: bool,
+    /// The members' reactions, `[{emoji, user_ids}]`; left out when none.
+    #[serde(default, skip_serializing_if = "Reactions::is_empty")]
+    pub reactions: Reactions,
+}
+
+/// The emoji a member can react with (DESIGN §5: a small fixed set).
+pub const REACTIONS: [&str; 6] = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+
+/// One emoji on a message and who chose it, in the order they did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    /// One of [`REACTIONS`].
+    pub emoji: String,
+    /// Who reacted with it, at least one.
+    pub user_ids: Vec<UserId>,
+}
+
+/// A message's reactions, each emoji in the order it was first chosen
+/// (`message_reactions` in the migrations builds them). The bare list on
+/// the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Reactions(pub Vec<Reaction>);
+
+impl Reactions {
+    /// Whether no one reacted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl sqlx::Type<sqlx::Postgres> for Reactions {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <sqlx::types::Json<Vec<Reaction>> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <sqlx::types::Json<Vec<Reaction>> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Reactions {
+    /// From the `jsonb` that `message_reactions` makes.
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let json =
+            <sqlx::types::Json<Vec<Reaction>> as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(Self(json.0))
+    }
+}
+
+/// `POST /api/messages/react` `{message_id, emoji}`: adds my reaction
+/// `emoji` to the message, or takes it back if I had it; both members get
+/// a `reaction` event. Returns the message's reactions.
+///
+/// # Errors
+/// 400 for an emoji not in [`REACTIONS`]; 404 no such message in my DMs;
+/// 403 across a block; 409 the message was deleted, the DM is not ACTIVE,
+/// or the other member deleted their account; 429 past the message rate.
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/react", input = server_fn::codec::Json)]
+pub async fn react(message_id: MessageId, emoji: String) -> Result<Reactions, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    server::react(&state, me.id, message_id, &emoji)
+        .await
+        .map_err(crate::error::respond)
 }
 
 /// `POST /api/messages/send` `{dm_id, body, client_id}`: the message (the

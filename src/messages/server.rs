@@ -5,12 +5,12 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Message, MessageBody, group_commit::Outgoing};
+use super::{Message, MessageBody, REACTIONS, Reactions, group_commit::Outgoing};
 use crate::ids::{DmId, MessageId, UserId};
 use crate::{
     dms::DmStatus,
     error::AppError,
-    realtime::{Event, ReadEvent, TypingEvent, server as realtime},
+    realtime::{Event, ReactionEvent, ReadEvent, TypingEvent, server as realtime},
     server::state::AppState,
 };
 
@@ -115,7 +115,8 @@ pub async fn list(
                 r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
                           body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
                           date_trunc('milliseconds', edited_at) AS edited_at,
-                          deleted_at IS NOT NULL AS "deleted!"
+                          deleted_at IS NOT NULL AS "deleted!",
+                          message_reactions(id) AS "reactions!: Reactions"
                    FROM messages
                    WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2) AND seq > $3
                    ORDER BY seq LIMIT (SELECT $4::int8)"#,
@@ -133,7 +134,8 @@ pub async fn list(
                 r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
                           body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
                           date_trunc('milliseconds', edited_at) AS edited_at,
-                          deleted_at IS NOT NULL AS "deleted!"
+                          deleted_at IS NOT NULL AS "deleted!",
+                          message_reactions(id) AS "reactions!: Reactions"
                    FROM messages
                    WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2) AND seq < $3
                    ORDER BY seq DESC LIMIT (SELECT $4::int8)"#,
@@ -151,7 +153,8 @@ pub async fn list(
                 r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
                           body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
                           date_trunc('milliseconds', edited_at) AS edited_at,
-                          deleted_at IS NOT NULL AS "deleted!"
+                          deleted_at IS NOT NULL AS "deleted!",
+                          message_reactions(id) AS "reactions!: Reactions"
                    FROM messages
                    WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)
                    ORDER BY seq DESC LIMIT (SELECT $3::int8)"#,
@@ -297,7 +300,8 @@ pub async fn edit(
             r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
                      body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
                      date_trunc('milliseconds', edited_at) AS edited_at,
-                     deleted_at IS NOT NULL AS "deleted!"
+                     deleted_at IS NOT NULL AS "deleted!",
+                     message_reactions(id) AS "reactions!: Reactions"
                FROM messages WHERE id = $1"#,
             message_id as MessageId,
         )
@@ -309,23 +313,31 @@ pub async fn edit(
                RETURNING id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
                      body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
                      date_trunc('milliseconds', edited_at) AS edited_at,
-                     deleted_at IS NOT NULL AS "deleted!""#,
+                     deleted_at IS NOT NULL AS "deleted!",
+                     message_reactions(id) AS "reactions!: Reactions""#,
             message_id as MessageId,
             body.as_str(),
         )
         .fetch_one(&mut *tx)
         .await?,
-        (None, false) => sqlx::query_as!(
+        (None, false) => {
+            // A deleted message keeps its place, not its reactions.
+            sqlx::query!("DELETE FROM reactions WHERE message_id = $1", message_id as MessageId)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query_as!(
             Message,
             r#"UPDATE messages SET body = '', deleted_at = now() WHERE id = $1
                RETURNING id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
                      body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
                      date_trunc('milliseconds', edited_at) AS edited_at,
-                     deleted_at IS NOT NULL AS "deleted!""#,
+                     deleted_at IS NOT NULL AS "deleted!",
+                     message_reactions(id) AS "reactions!: Reactions""#,
             message_id as MessageId,
         )
         .fetch_one(&mut *tx)
-        .await?,
+        .await?
+        }
     };
     if deleted {
         tx.commit().await?;
@@ -340,6 +352,97 @@ pub async fn edit(
     let event = Event::Message(message.clone());
     realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(event)).await?;
     Ok(message)
+}
+
+/// `me` toggles reaction `emoji` on message `message_id`: adds it, or
+/// takes it back if `me` had it. Both members get a `reaction` event with
+/// the message's reactions, which this returns.
+///
+/// # Errors
+/// 400 for an emoji not in [`REACTIONS`]; 404 when the message is not in a
+/// DM of `me`; 403 when a block stands between the two, either way; 409
+/// when the message was deleted, the DM is not ACTIVE or the other member
+/// deleted their account; 429 past [`SendLimiter`]'s rate.
+#[tracing::instrument(skip_all, fields(%me, %message_id))]
+pub async fn react(
+    state: &AppState,
+    me: UserId,
+    message_id: MessageId,
+    emoji: &str,
+) -> Result<Reactions, AppError> {
+    if !REACTIONS.contains(&emoji) {
+        return Err(AppError::BadRequest(format!(
+            "A reaction is one of {}.",
+            REACTIONS.join(" ")
+        )));
+    }
+    check_rate(state, me)?;
+    let mut tx = state.pool.begin().await?;
+    let found = sqlx::query!(
+        r#"SELECT m.dm_id AS "dm_id: DmId", o.user_id AS "other: UserId",
+                  d.status AS "status: DmStatus", m.deleted_at IS NOT NULL AS "deleted!",
+                  u.deleted_at IS NOT NULL AS "other_gone!",
+                  blocked_between($2, o.user_id) AS "blocked!"
+           FROM messages m
+           JOIN dms d ON d.id = m.dm_id
+           JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
+           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+           JOIN users u ON u.id = o.user_id
+           WHERE m.id = $1 FOR UPDATE OF m"#,
+        message_id as MessageId,
+        me as UserId,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::NotFound)?;
+    if found.blocked {
+        return Err(AppError::Forbidden);
+    }
+    if found.status != DmStatus::Active {
+        return Err(AppError::Conflict(
+            "Reactions are possible only while the DM is active.".into(),
+        ));
+    }
+    if found.other_gone {
+        return Err(AppError::Conflict(READ_ONLY.into()));
+    }
+    if found.deleted {
+        return Err(AppError::Conflict(
+            "A deleted message cannot get reactions.".into(),
+        ));
+    }
+    let removed = sqlx::query!(
+        "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+        message_id as MessageId,
+        me as UserId,
+        emoji,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if removed == 0 {
+        sqlx::query!(
+            "INSERT INTO reactions (message_id, user_id, emoji) VALUES ($1, $2, $3)",
+            message_id as MessageId,
+            me as UserId,
+            emoji,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    let reactions = sqlx::query_scalar!(
+        r#"SELECT message_reactions($1) AS "reactions!: Reactions""#,
+        message_id as MessageId,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let event = Event::Reaction(ReactionEvent {
+        dm_id: found.dm_id,
+        message_id,
+        reactions: reactions.clone(),
+    });
+    realtime::commit_with_event(tx, &state.hub.wakeups, &[me, found.other], Some(event)).await?;
+    Ok(reactions)
 }
 
 /// The other member's read position in DM `dm_id` (0 unless ACTIVE: an

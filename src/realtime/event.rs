@@ -9,8 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DmId, UserId};
-use crate::{dms::DmSummary, messages::Message};
+use crate::ids::{DmId, MessageId, UserId};
+use crate::{
+    dms::DmSummary,
+    messages::{Message, Reactions},
+};
 
 /// `read`: `user_id` has read DM `dm_id` up to `seq` (a read receipt).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,18 @@ pub struct PresenceEvent {
     pub last_seen_at: Option<time::OffsetDateTime>,
 }
 
+/// `reaction`: the reactions of message `message_id` in DM `dm_id`
+/// changed (a member added or took back one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionEvent {
+    /// The DM.
+    pub dm_id: DmId,
+    /// The message.
+    pub message_id: MessageId,
+    /// All its reactions now.
+    pub reactions: Reactions,
+}
+
 /// `resync`: the stream cannot replay what was missed (too far behind, or
 /// behind the pruned log): refetch what is shown. No fields (`{}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,12 +87,16 @@ pub enum Event {
     Presence(PresenceEvent),
     /// Refetch what is shown.
     Resync(ResyncEvent),
+    /// A message's reactions changed.
+    Reaction(ReactionEvent),
 }
 
 impl Event {
     /// Every kind, as [`Event::kind`] names them (the browser listens for
     /// each).
-    pub const KINDS: [&'static str; 6] = ["message", "dm", "read", "typing", "presence", "resync"];
+    pub const KINDS: [&'static str; 7] = [
+        "message", "dm", "read", "typing", "presence", "resync", "reaction",
+    ];
     /// The kind of typing hints, which are not replayed once stale.
     pub const TYPING: &'static str = Self::KINDS[3];
     /// The kinds that matter only as they happen (typing, presence): the
@@ -93,6 +112,7 @@ impl Event {
             Event::Typing(_) => 3,
             Event::Presence(_) => 4,
             Event::Resync(_) => 5,
+            Event::Reaction(_) => 6,
         };
         Self::KINDS[index]
     }
@@ -123,7 +143,6 @@ mod tests {
 
     use crate::{
         dms::{Dm, DmStatus},
-        ids::MessageId,
         users::User,
     };
 
@@ -144,6 +163,7 @@ mod tests {
                 created_at: time::macros::datetime!(2026-12-02 10:00:00.123 UTC),
                 edited_at: None,
                 deleted: false,
+                reactions: Default::default(),
             }),
             Event::Dm(DmSummary {
                 dm: Dm {
@@ -179,6 +199,14 @@ mod tests {
                 last_seen_at: Some(time::macros::datetime!(2026-12-03 10:00 UTC)),
             }),
             Event::Resync(ResyncEvent {}),
+            Event::Reaction(ReactionEvent {
+                dm_id,
+                message_id,
+                reactions: Reactions(vec![crate::messages::Reaction {
+                    emoji: "👍".into(),
+                    user_ids: vec![user_id],
+                }]),
+            }),
         ]
     }
 

@@ -19,7 +19,7 @@ pub mod presence;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-pub use event::{Event, PresenceEvent, ReadEvent, ResyncEvent, TypingEvent};
+pub use event::{Event, PresenceEvent, ReactionEvent, ReadEvent, ResyncEvent, TypingEvent};
 
 type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -226,7 +226,7 @@ mod browser {
                 }
             }
             Event::Read(_) => {}
-            Event::Typing(_) => {}
+            Event::Typing(_) | Event::Reaction(_) => {}
             Event::Presence(PresenceEvent {
                 user_id,
                 online,
