@@ -247,6 +247,17 @@ pub async fn first_page(dm_id: DmId) -> Result<FirstPage, AppError> {
     Ok((messages, receipt.seq))
 }
 
+/// Says once, in the page's live region, what the other member (`other_name`)
+/// sent that arrived without its own event (`bodies`, oldest first): one
+/// message as "name: text", several as their count.
+fn announce_arrivals(live: Live, other_name: &str, bodies: &[String]) {
+    match bodies {
+        [] => {}
+        [body] => live.announce(format!("{other_name}: {body}")),
+        many => live.announce(format!("{} new messages from {other_name}", many.len())),
+    }
+}
+
 /// An ACTIVE DM with `other`: the thread and the composer, kept in `state`,
 /// starting from `first` (the chat page loads it with the DM, in the same
 /// resource: a resource created here, inside the page's `Transition`, is
@@ -261,6 +272,19 @@ pub fn Conversation(
 ) -> impl IntoView {
     match first {
         Ok((messages, other_read)) => {
+            // Loaded again (the stream came back after a drop): what the
+            // other member sent meanwhile is news, as if it came live.
+            if state.dm_id.get_untracked() == Some(dm_id) {
+                let known = state
+                    .messages
+                    .with_untracked(|all| all.last().map_or(0, |m| m.seq));
+                let theirs: Vec<String> = messages
+                    .iter()
+                    .filter(|m| m.seq > known && m.sender_id != me && !m.deleted)
+                    .map(|m| m.body.clone())
+                    .collect();
+                announce_arrivals(expect_context::<Live>(), &other.display_name(), &theirs);
+            }
             state.load(dm_id, messages, other_read);
             view! { <Thread dm_id other me state /> }.into_any()
         }
@@ -365,11 +389,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                         break;
                     }
                 }
-                match theirs.as_slice() {
-                    [] => {}
-                    [body] => live.announce(format!("{other_name}: {body}")),
-                    many => live.announce(format!("{} new messages from {other_name}", many.len())),
-                }
+                announce_arrivals(live, &other_name, &theirs);
                 if !theirs.is_empty() {
                     typing_shown.set(0);
                 }
