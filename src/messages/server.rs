@@ -14,6 +14,27 @@ use crate::{
     server::state::AppState,
 };
 
+/// `sqlx::query_as!` for [`Message`]s: `$head` comes before the message
+/// columns (`SELECT` or `… RETURNING`), `$tail` after them. The column list
+/// is the one place that says how a row of `messages` becomes a [`Message`]
+/// (timestamps to the millisecond, as the `message` event carries them).
+macro_rules! query_messages {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Message,
+            $head
+                + r#" id AS "id: MessageId", dm_id AS "dm_id: DmId", seq,
+                      sender_id AS "sender_id: UserId", body, client_id,
+                      date_trunc('milliseconds', created_at) AS "created_at!",
+                      date_trunc('milliseconds', edited_at) AS edited_at,
+                      deleted_at IS NOT NULL AS "deleted!",
+                      message_reactions(id) AS "reactions!: Reactions" "#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 /// The most messages one `list` returns (DESIGN §6: `limit` 1–100).
 pub const MAX_PAGE: i64 = 100;
 
@@ -110,14 +131,9 @@ pub async fn list(
     }
     let mut messages: Vec<Message> = match (after_seq, before_seq) {
         (Some(after), _) => {
-            sqlx::query_as!(
-                Message,
-                r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
-                          body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
-                          date_trunc('milliseconds', edited_at) AS edited_at,
-                          deleted_at IS NOT NULL AS "deleted!",
-                          message_reactions(id) AS "reactions!: Reactions"
-                   FROM messages
+            query_messages!(
+                "SELECT",
+                r#"FROM messages
                    WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2) AND seq > $3
                    ORDER BY seq LIMIT (SELECT $4::int8)"#,
                 dm_id as DmId,
@@ -129,14 +145,9 @@ pub async fn list(
             .await?
         }
         (None, Some(before)) => {
-            sqlx::query_as!(
-                Message,
-                r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
-                          body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
-                          date_trunc('milliseconds', edited_at) AS edited_at,
-                          deleted_at IS NOT NULL AS "deleted!",
-                          message_reactions(id) AS "reactions!: Reactions"
-                   FROM messages
+            query_messages!(
+                "SELECT",
+                r#"FROM messages
                    WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2) AND seq < $3
                    ORDER BY seq DESC LIMIT (SELECT $4::int8)"#,
                 dm_id as DmId,
@@ -148,14 +159,9 @@ pub async fn list(
             .await?
         }
         (None, None) => {
-            sqlx::query_as!(
-                Message,
-                r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
-                          body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
-                          date_trunc('milliseconds', edited_at) AS edited_at,
-                          deleted_at IS NOT NULL AS "deleted!",
-                          message_reactions(id) AS "reactions!: Reactions"
-                   FROM messages
+            query_messages!(
+                "SELECT",
+                r#"FROM messages
                    WHERE dm_id = (SELECT $1::uuid) AND EXISTS (SELECT 1 FROM dm_members WHERE dm_id = $1 AND user_id = $2)
                    ORDER BY seq DESC LIMIT (SELECT $3::int8)"#,
                 dm_id as DmId,
@@ -295,48 +301,42 @@ pub async fn edit(
                 "A deleted message cannot be edited.".into(),
             ));
         }
-        (None, true) => sqlx::query_as!(
-            Message,
-            r#"SELECT id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
-                     body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
-                     date_trunc('milliseconds', edited_at) AS edited_at,
-                     deleted_at IS NOT NULL AS "deleted!",
-                     message_reactions(id) AS "reactions!: Reactions"
-               FROM messages WHERE id = $1"#,
-            message_id as MessageId,
-        )
-        .fetch_one(&mut *tx)
-        .await?,
-        (Some(body), false) => sqlx::query_as!(
-            Message,
-            r#"UPDATE messages SET body = $2, edited_at = now() WHERE id = $1
-               RETURNING id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
-                     body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
-                     date_trunc('milliseconds', edited_at) AS edited_at,
-                     deleted_at IS NOT NULL AS "deleted!",
-                     message_reactions(id) AS "reactions!: Reactions""#,
-            message_id as MessageId,
-            body.as_str(),
-        )
-        .fetch_one(&mut *tx)
-        .await?,
+        (None, true) => {
+            query_messages!(
+                "SELECT",
+                r#"FROM messages WHERE id = $1"#,
+                message_id as MessageId,
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        (Some(body), false) => {
+            query_messages!(
+                r#"UPDATE messages SET body = $2, edited_at = now() WHERE id = $1
+               RETURNING"#,
+                "",
+                message_id as MessageId,
+                body.as_str(),
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
         (None, false) => {
             // A deleted message keeps its place, not its reactions.
-            sqlx::query!("DELETE FROM reactions WHERE message_id = $1", message_id as MessageId)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query_as!(
-            Message,
-            r#"UPDATE messages SET body = '', deleted_at = now() WHERE id = $1
-               RETURNING id AS "id: MessageId", dm_id AS "dm_id: DmId", seq, sender_id AS "sender_id: UserId",
-                     body, client_id, date_trunc('milliseconds', created_at) AS "created_at!",
-                     date_trunc('milliseconds', edited_at) AS edited_at,
-                     deleted_at IS NOT NULL AS "deleted!",
-                     message_reactions(id) AS "reactions!: Reactions""#,
-            message_id as MessageId,
-        )
-        .fetch_one(&mut *tx)
-        .await?
+            sqlx::query!(
+                "DELETE FROM reactions WHERE message_id = $1",
+                message_id as MessageId
+            )
+            .execute(&mut *tx)
+            .await?;
+            query_messages!(
+                r#"UPDATE messages SET body = '', deleted_at = now() WHERE id = $1
+               RETURNING"#,
+                "",
+                message_id as MessageId,
+            )
+            .fetch_one(&mut *tx)
+            .await?
         }
     };
     if deleted {
