@@ -1335,3 +1335,117 @@ async fn reactions_that_are_not_allowed_change_nothing(pool: PgPool) {
     assert_eq!(rows, 0);
     assert!(reaction_events(&pool, &ada).await.is_empty());
 }
+
+#[sqlx::test]
+async fn search_finds_my_messages_across_dms_newest_first_and_nothing_else(pool: PgPool) {
+    let (state, ada, bob, with_bob) = active(&pool).await;
+    let (cy, dan) = (person(&pool, "cy").await, person(&pool, "dan").await);
+    let with_cy = accepted_dm(&state, &ada, &cy).await;
+    let between_others = accepted_dm(&state, &cy, &dan).await;
+    send(
+        &state,
+        &bob,
+        &with_bob,
+        "The Flat on Main street",
+        Uuid::new_v4(),
+    )
+    .await;
+    send(
+        &state,
+        &ada,
+        &with_cy,
+        "a flat, or a house?",
+        Uuid::new_v4(),
+    )
+    .await;
+    send(
+        &state,
+        &cy,
+        &between_others,
+        "my flat is yours",
+        Uuid::new_v4(),
+    )
+    .await;
+    let gone = send(&state, &ada, &with_bob, "flat deleted", Uuid::new_v4())
+        .await
+        .json();
+    call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": gone["id"] }),
+    )
+    .await;
+    send(&state, &bob, &with_bob, "flatmate wanted", Uuid::new_v4()).await;
+    send(&state, &cy, &with_cy, "Wohnung: die Flat", Uuid::new_v4()).await;
+
+    let search = |body: Value| call(&state, Some(&ada), "messages/search", body);
+    let bodies = |hits: &Value| -> Vec<String> {
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["message"]["body"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Whole words in any case, newest first; not another pair's, not a
+    // deleted one, not "flatmate".
+    let hits = search(json!({ "query": "FLAT" })).await;
+    assert_eq!(hits.status, StatusCode::OK, "{}", hits.body);
+    let hits = hits.json();
+    assert_eq!(
+        bodies(&hits),
+        [
+            "Wohnung: die Flat",
+            "a flat, or a house?",
+            "The Flat on Main street"
+        ]
+    );
+    assert_eq!(hits[0]["other_user"]["id"], json!(cy.id));
+    assert_eq!(hits[2]["other_user"]["id"], json!(bob.id));
+    // Within one DM; web search syntax.
+    let hits = search(json!({ "query": "flat -house", "dm_id": with_cy }))
+        .await
+        .json();
+    assert_eq!(bodies(&hits), ["Wohnung: die Flat"]);
+    let hits = search(json!({ "query": "\"main street\"" })).await.json();
+    assert_eq!(bodies(&hits), ["The Flat on Main street"]);
+    // The next page starts before the last result.
+    let first = search(json!({ "query": "flat" })).await.json();
+    let hits = search(json!({ "query": "flat", "before": first[1]["message"]["created_at"] }))
+        .await
+        .json();
+    assert_eq!(bodies(&hits), ["The Flat on Main street"]);
+    // A person I blocked is not searched.
+    call(
+        &state,
+        Some(&ada),
+        "users/block",
+        json!({ "user_id": cy.id }),
+    )
+    .await;
+    let hits = search(json!({ "query": "flat" })).await.json();
+    assert_eq!(bodies(&hits), ["The Flat on Main street"]);
+
+    for (body, status) in [
+        (json!({ "query": "  " }), StatusCode::BAD_REQUEST),
+        (json!({ "query": "a".repeat(101) }), StatusCode::BAD_REQUEST),
+        (json!({ "query": "fl\u{0}at" }), StatusCode::BAD_REQUEST),
+        (
+            json!({ "query": "flat", "before": "yesterday" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "query": "flat", "dm_id": between_others }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({ "query": "flat", "dm_id": Uuid::new_v4() }),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let reply = search(body.clone()).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+    }
+    let reply = call(&state, None, "messages/search", json!({ "query": "flat" })).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}

@@ -681,6 +681,10 @@ async fn every_endpoint_answers_malformed_payloads_with_a_4xx(pool: PgPool) {
                 ("emoji", Field::Text, "\"👍\"".into()),
             ],
         ),
+        (
+            "messages/search",
+            vec![("query", Field::Text, "\"hello\"".into())],
+        ),
         ("messages/seen", vec![("dm_id", Field::Uuid, dm.clone())]),
         ("typing", vec![("dm_id", Field::Uuid, dm.clone())]),
     ];

@@ -97,7 +97,18 @@ for (const layout of layouts) {
         await audit(ada.page, "conversation with a failed message");
         await ada.page.unroute("**/api/messages/send");
         await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("edited once")).toBeVisible();
-        await audit(bob.page, "conversation, the other side");
+        // A reaction, and the reaction picker open.
+        const first = bob.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "first message" });
+        await first.getByLabel("React", { exact: true }).click();
+        await first.getByRole("button", { name: "React with 😂" }).click();
+        await expect(first.getByRole("button", { name: "😂 1: you" })).toBeVisible();
+        await first.getByLabel("React", { exact: true }).click();
+        await audit(bob.page, "conversation, the other side, with a reaction and the picker");
+
+        await bob.page.goto("/?find=message");
+        await expect(bob.page.getByRole("list", { name: "Search results" }).getByRole("link")).toHaveCount(1);
+        await audit(bob.page, "message search results");
+        await bob.page.goBack();
 
         await ada.page.goto("/");
         await expect(ada.page.getByRole("list", { name: "Conversations" }).getByText(bob.username)).toBeVisible();

@@ -263,6 +263,46 @@ test("a reaction shows up live on the other side, with who reacted, and toggles"
   await bob.context.close();
 });
 
+test("search finds an old message and opens the conversation at it", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  await activeDm(ada, bob);
+  // Bob writes the message to find, then more than a page of others.
+  const adaId = new URL(bob.page.url()).pathname.split("/").pop();
+  const dm = await (await bob.page.request.post("/api/dm/get", { data: { other_user_id: adaId } })).json();
+  const send = async (body: string) => {
+    const data = { dm_id: dm.id, body, client_id: crypto.randomUUID() };
+    // Past the burst, the rate limit answers 429: wait and send again.
+    while ((await bob.page.request.post("/api/messages/send", { data })).status() === 429) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  };
+  await send("The keys are under the blue flowerpot");
+  for (let n = 0; n < 60; n++) await send(`filler ${n}`);
+
+  await ada.page.goto("/");
+  const box = ada.page.getByRole("searchbox", { name: "Search messages" });
+  await box.fill("FLOWERPOT");
+  await box.press("Enter");
+  const results = ada.page.getByRole("list", { name: "Search results" });
+  await expect(results.getByRole("link")).toHaveCount(1);
+  await expect(results.locator("mark")).toHaveText("flowerpot");
+  await results.getByRole("link").click();
+  const messages = ada.page.getByRole("list", { name: "Messages" });
+  const found = messages.getByRole("listitem").filter({ hasText: "blue flowerpot" });
+  await expect(found).toBeFocused();
+  await expect(found).toBeInViewport();
+  // The history between it and the newest message is there too.
+  await expect(messages.getByText("filler 0", { exact: true })).toBeAttached();
+  await expect(messages.getByText("filler 59", { exact: true })).toBeAttached();
+
+  await box.fill("nothing like this");
+  await box.press("Enter");
+  await expect(ada.page.getByText("No messages found.")).toBeVisible();
+  await ada.context.close();
+  await bob.context.close();
+});
+
 test("a web address in a message is a link that opens in a new tab", async ({ browser }) => {
   const ada = await person(browser, "ada");
   const bob = await person(browser, "bob");

@@ -135,6 +135,7 @@ pub fn Sidebar() -> impl IntoView {
         },
     );
     view! {
+        <crate::messages::search::MessageSearch />
         <Transition fallback=|| ()>
             {move || {
                 let patched = patches.get();

@@ -596,6 +596,33 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             }
         });
     };
+    // `?at=SEQ` (a search result): the history back to message SEQ is
+    // loaded, however old it is, and the message is shown and focused.
+    let found = leptos_router::hooks::use_query_map()
+        .with_untracked(|q| q.get("at").and_then(|at| at.parse::<i64>().ok()))
+        .filter(|at| *at >= 1);
+    Effect::new(move |_| {
+        let Some(at) = found else {
+            return;
+        };
+        leptos::task::spawn_local(async move {
+            let loaded_from = messages.with_untracked(|m| m.first().map_or(i64::MAX, |m| m.seq));
+            let mut after = (at - 10).max(0);
+            while after + 1 < loaded_from {
+                let Ok(page) = list_messages(dm_id, None, Some(after), Some(CATCH_UP_PAGE)).await
+                else {
+                    break;
+                };
+                let Some(last) = page.last().map(|m| m.seq) else {
+                    break;
+                };
+                merge(messages, pending, page);
+                after = last;
+            }
+            has_older.set(messages.with_untracked(|m| m.first().is_some_and(|m| m.seq > 1)));
+            browser::show_message(at);
+        });
+    });
     let on_scroll = move |_| {
         let bottom = browser::at_bottom(list_ref);
         at_bottom.set(bottom);
@@ -696,7 +723,15 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                 editing.set(Some(id));
             };
             view! {
-                <li class="message" class:mine=mine class:group-start=starts_group class:deleted=message.deleted>
+                <li
+                    id=format!("m{}", message.seq)
+                    tabindex=(Some(message.seq) == found).then_some("-1")
+                    class="message"
+                    class:mine=mine
+                    class:group-start=starts_group
+                    class:deleted=message.deleted
+                    class:found=Some(message.seq) == found
+                >
                     {starts_group.then(|| view! {
                         <time class="meta" datetime=message.created_at.format(&Rfc3339).unwrap_or_default()>{time}</time>
                     })}
@@ -861,6 +896,22 @@ mod browser {
     /// Moves the keyboard focus into the composer, unless it is already
     /// somewhere in the main pane: a conversation just opened from the
     /// sidebar, or just accepted (the button that had focus is gone).
+    /// Scrolls message `seq` (its row's id is `m{seq}`) to the middle of
+    /// the thread and gives it the focus, after the next frame.
+    pub fn show_message(seq: i64) {
+        request_animation_frame(move || {
+            let Some(row) = document().get_element_by_id(&format!("m{seq}")) else {
+                return;
+            };
+            let options = web_sys::ScrollIntoViewOptions::new();
+            options.set_block(web_sys::ScrollLogicalPosition::Center);
+            row.scroll_into_view_with_scroll_into_view_options(&options);
+            if let Ok(row) = wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(row) {
+                let _ = row.focus();
+            }
+        });
+    }
+
     pub fn focus_composer(textbox: NodeRef<Textarea>) {
         // After the frame, once the view this thread replaces (with the
         // button that had the focus) has left the page.
@@ -951,6 +1002,7 @@ mod browser {
     use uuid::Uuid;
 
     pub fn focus_composer(_: NodeRef<Textarea>) {}
+    pub fn show_message(_: i64) {}
 
     pub fn visible() -> bool {
         false

@@ -17,6 +17,7 @@ mod body;
 pub mod components;
 #[cfg(feature = "ssr")]
 pub mod group_commit;
+pub mod search;
 #[cfg(feature = "ssr")]
 pub mod server;
 
@@ -94,6 +95,49 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Reactions {
             <sqlx::types::Json<Vec<Reaction>> as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
         Ok(Self(json.0))
     }
+}
+
+/// One message that `messages/search` found, with the other member of its
+/// DM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The message.
+    pub message: Message,
+    /// The other member of its DM.
+    pub other_user: crate::users::User,
+}
+
+/// The most results one `messages/search` returns.
+pub const SEARCH_PAGE: i64 = 20;
+
+/// `POST /api/messages/search` `{query, dm_id?, before?}`: my messages
+/// (sent and received, in my ACTIVE DMs, or in DM `dm_id` only) whose text
+/// matches `query` (web search syntax: words, `"a phrase"`, `-word`,
+/// `or`), newest first, at most [`SEARCH_PAGE`]; `before` (RFC 3339, the
+/// last result's `created_at`) asks for the next page. Deleted messages
+/// and DMs with people I blocked are never found.
+///
+/// # Errors
+/// 400 for an empty query, one over 100 characters or with a control
+/// character; 404 for a `dm_id` that is not mine.
+#[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/search", input = server_fn::codec::Json)]
+pub async fn search_messages(
+    query: String,
+    dm_id: Option<DmId>,
+    before: Option<String>,
+) -> Result<Vec<SearchHit>, AppError> {
+    let me = crate::auth::server::current_user().await?;
+    let state = crate::server::state::AppState::current()?;
+    let before = before
+        .map(|at| {
+            OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| AppError::BadRequest("before must be an RFC 3339 time.".into()))
+        })
+        .transpose()
+        .map_err(crate::error::respond)?;
+    server::search(&state.pool, me.id, &query, dm_id, before)
+        .await
+        .map_err(crate::error::respond)
 }
 
 /// `POST /api/messages/react` `{message_id, emoji}`: adds my reaction

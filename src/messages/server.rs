@@ -5,7 +5,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Message, MessageBody, REACTIONS, Reactions, group_commit::Outgoing};
+use super::{Message, MessageBody, REACTIONS, Reactions, SearchHit, group_commit::Outgoing};
 use crate::ids::{DmId, MessageId, UserId};
 use crate::{
     dms::DmStatus,
@@ -352,6 +352,91 @@ pub async fn edit(
     let event = Event::Message(message.clone());
     realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(event)).await?;
     Ok(message)
+}
+
+/// The longest message search, in characters.
+pub const MAX_SEARCH_CHARS: usize = 100;
+
+/// `me`'s messages matching `query`, newest first (see
+/// `super::search_messages`).
+///
+/// # Errors
+/// 400 for an empty query, one over [`MAX_SEARCH_CHARS`] characters or
+/// with a control character; 404 for a `dm_id` that is not `me`'s.
+pub async fn search(
+    pool: &PgPool,
+    me: UserId,
+    query: &str,
+    dm_id: Option<DmId>,
+    before: Option<time::OffsetDateTime>,
+) -> Result<Vec<SearchHit>, AppError> {
+    let query = query.trim();
+    crate::error::refuse_control_characters(query, "A search")?;
+    if query.is_empty() {
+        return Err(AppError::BadRequest("A search needs some text.".into()));
+    }
+    if query.chars().count() > MAX_SEARCH_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "A search can have at most {MAX_SEARCH_CHARS} characters."
+        )));
+    }
+    let rows = sqlx::query!(
+        r#"SELECT m.id AS "id: MessageId", m.dm_id AS "dm_id: DmId", m.seq,
+                  m.sender_id AS "sender_id: UserId", m.body, m.client_id,
+                  date_trunc('milliseconds', m.created_at) AS "created_at!",
+                  date_trunc('milliseconds', m.edited_at) AS edited_at,
+                  message_reactions(m.id) AS "reactions!: Reactions",
+                  u.id AS "other_id: UserId", u.username, u.first_name, u.last_name, u.image_url
+           FROM dm_members me
+           JOIN dms d ON d.id = me.dm_id AND d.status = 'ACTIVE'
+           JOIN users u ON u.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
+           JOIN messages m ON m.dm_id = d.id
+           WHERE me.user_id = $1 AND ($3::uuid IS NULL OR d.id = $3)
+             AND m.search @@ websearch_to_tsquery('simple', $2) AND m.deleted_at IS NULL
+             AND ($4::timestamptz IS NULL OR m.created_at < $4)
+             AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
+           ORDER BY m.created_at DESC, m.id
+           LIMIT $5"#,
+        me as UserId,
+        query,
+        dm_id as Option<DmId>,
+        before,
+        super::SEARCH_PAGE,
+    )
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty()
+        && let Some(dm_id) = dm_id
+        && crate::dms::server::other_member(pool, me, dm_id)
+            .await?
+            .is_none()
+    {
+        return Err(AppError::NotFound);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| SearchHit {
+            message: Message {
+                id: r.id,
+                dm_id: r.dm_id,
+                seq: r.seq,
+                sender_id: r.sender_id,
+                body: r.body,
+                client_id: r.client_id,
+                created_at: r.created_at,
+                edited_at: r.edited_at,
+                deleted: false,
+                reactions: r.reactions,
+            },
+            other_user: crate::users::User {
+                id: r.other_id,
+                username: r.username,
+                first_name: r.first_name,
+                last_name: r.last_name,
+                image_url: r.image_url,
+            },
+        })
+        .collect())
 }
 
 /// `me` toggles reaction `emoji` on message `message_id`: adds it, or
