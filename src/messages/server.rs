@@ -238,6 +238,52 @@ pub async fn read(state: &AppState, me: UserId, dm_id: DmId, seq: i64) -> Result
     Ok(())
 }
 
+/// A message in a DM of `me`, locked for a change, with what decides
+/// whether `me` may make it.
+struct Target {
+    dm_id: DmId,
+    sender: UserId,
+    /// The other member of the DM.
+    other: UserId,
+    status: DmStatus,
+    deleted: bool,
+    /// The other member deleted their account (the DM is read-only).
+    other_gone: bool,
+    /// The other member blocked `me`.
+    blocked_by_other: bool,
+    /// A block stands between the two, either way.
+    blocked_either: bool,
+}
+
+/// Locks message `message_id` (`FOR UPDATE`, so that changes to it take
+/// turns) if it is in a DM of `me`; `None` otherwise.
+async fn lock_message(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    me: UserId,
+    message_id: MessageId,
+) -> Result<Option<Target>, sqlx::Error> {
+    sqlx::query_as!(
+        Target,
+        r#"SELECT m.dm_id AS "dm_id: DmId", m.sender_id AS "sender: UserId",
+                  o.user_id AS "other: UserId", d.status AS "status: DmStatus",
+                  m.deleted_at IS NOT NULL AS "deleted!",
+                  u.deleted_at IS NOT NULL AS "other_gone!",
+                  EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = o.user_id AND b.blocked_id = $2)
+                    AS "blocked_by_other!",
+                  blocked_between($2, o.user_id) AS "blocked_either!"
+           FROM messages m
+           JOIN dms d ON d.id = m.dm_id
+           JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
+           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
+           JOIN users u ON u.id = o.user_id
+           WHERE m.id = $1 FOR UPDATE OF m"#,
+        message_id as MessageId,
+        me as UserId,
+    )
+    .fetch_optional(&mut **tx)
+    .await
+}
+
 /// `me` edits (`Some(body)`) or deletes (`None`) their message
 /// `message_id`. Deleting erases the text and keeps the place; deleting
 /// again is a no-op. Both members get a `message` event with the message.
@@ -256,34 +302,18 @@ pub async fn edit(
 ) -> Result<Message, AppError> {
     check_rate(state, me)?;
     let mut tx = state.pool.begin().await?;
-    let found = sqlx::query!(
-        r#"SELECT m.dm_id AS "dm_id: DmId", m.sender_id AS "sender: UserId",
-                  d.status AS "status: DmStatus", m.deleted_at IS NOT NULL AS "deleted!",
-                  u.deleted_at IS NOT NULL AS "other_gone!",
-                  EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = o.user_id AND b.blocked_id = $2)
-                    AS "blocked!"
-           FROM messages m
-           JOIN dms d ON d.id = m.dm_id
-           JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
-           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
-           JOIN users u ON u.id = o.user_id
-           WHERE m.id = $1 FOR UPDATE OF m"#,
-        message_id as MessageId,
-        me as UserId,
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(found) = found else {
+    let Some(Target {
+        dm_id,
+        sender,
+        status,
+        deleted,
+        other_gone,
+        blocked_by_other: blocked,
+        ..
+    }) = lock_message(&mut tx, me, message_id).await?
+    else {
         return Err(AppError::NotFound);
     };
-    let (dm_id, sender, status, deleted, other_gone, blocked) = (
-        found.dm_id,
-        found.sender,
-        found.status,
-        found.deleted,
-        found.other_gone,
-        found.blocked,
-    );
     if sender != me || blocked {
         return Err(AppError::Forbidden);
     }
@@ -463,24 +493,10 @@ pub async fn react(
     }
     check_rate(state, me)?;
     let mut tx = state.pool.begin().await?;
-    let found = sqlx::query!(
-        r#"SELECT m.dm_id AS "dm_id: DmId", o.user_id AS "other: UserId",
-                  d.status AS "status: DmStatus", m.deleted_at IS NOT NULL AS "deleted!",
-                  u.deleted_at IS NOT NULL AS "other_gone!",
-                  blocked_between($2, o.user_id) AS "blocked!"
-           FROM messages m
-           JOIN dms d ON d.id = m.dm_id
-           JOIN dm_members me ON me.dm_id = d.id AND me.user_id = $2
-           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
-           JOIN users u ON u.id = o.user_id
-           WHERE m.id = $1 FOR UPDATE OF m"#,
-        message_id as MessageId,
-        me as UserId,
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(AppError::NotFound)?;
-    if found.blocked {
+    let found = lock_message(&mut tx, me, message_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if found.blocked_either {
         return Err(AppError::Forbidden);
     }
     if found.status != DmStatus::Active {
