@@ -34,9 +34,8 @@ pub enum DmStatus {
 }
 
 /// A DM as the API shows it: `{id, status, invited_by_user_id,
-/// invite_note}`.
+/// invite_note, muted}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Dm {
     /// The DM's id.
     pub id: DmId,
@@ -51,7 +50,6 @@ pub struct Dm {
     /// Whether I muted it (only an ACTIVE DM can be muted): its unread
     /// count stays out of the tab title, and it raises no notification.
     #[serde(default)]
-    #[cfg_attr(feature = "ssr", sqlx(default))]
     pub muted: bool,
 }
 

@@ -13,7 +13,6 @@ pub mod server;
 
 /// A user as the browser sees them (no email: that stays on the server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct User {
     /// Knock's id, used in URLs (`/chat/{id}`).
     pub id: UserId,
