@@ -247,6 +247,16 @@ pub async fn first_page(dm_id: DmId) -> Result<FirstPage, AppError> {
     Ok((messages, receipt.seq))
 }
 
+/// The texts of the other member's messages (not `me`'s) in `messages`
+/// past `seq` `known`, deleted ones left out: what is news to the reader.
+fn news(messages: &[Message], known: i64, me: UserId) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m.seq > known && m.sender_id != me && !m.deleted)
+        .map(|m| m.body.clone())
+        .collect()
+}
+
 /// Says once, in the page's live region, what the other member (`other_name`)
 /// sent that arrived without its own event (`bodies`, oldest first): one
 /// message as "name: text", several as their count.
@@ -278,11 +288,7 @@ pub fn Conversation(
                 let known = state
                     .messages
                     .with_untracked(|all| all.last().map_or(0, |m| m.seq));
-                let theirs: Vec<String> = messages
-                    .iter()
-                    .filter(|m| m.seq > known && m.sender_id != me && !m.deleted)
-                    .map(|m| m.body.clone())
-                    .collect();
+                let theirs = news(&messages, known, me);
                 announce_arrivals(expect_context::<Live>(), &other.display_name(), &theirs);
             }
             state.load(dm_id, messages, other_read);
@@ -379,11 +385,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                     let full = page.len() as i64 == CATCH_UP_PAGE;
                     // Not what the stream delivered while this page loaded.
                     let known = newest();
-                    theirs.extend(
-                        page.iter()
-                            .filter(|m| m.seq > known && m.sender_id != me && !m.deleted)
-                            .map(|m| m.body.clone()),
-                    );
+                    theirs.extend(news(&page, known, me));
                     merge(messages, pending, page);
                     if !full {
                         break;
