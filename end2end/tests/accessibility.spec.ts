@@ -32,7 +32,7 @@ for (const layout of layouts) {
     test.describe(`${layout.name}, ${colorScheme}`, () => {
       test.use({ viewport: layout.viewport, colorScheme });
       // Two people through every state, with an audit of each: 40–60 s here.
-      test.setTimeout(180_000);
+      test.setTimeout(360_000);
 
       test("every page and handshake state passes the WCAG 2.1 AA audit", async ({ browser, page }) => {
         await page.goto("/");
