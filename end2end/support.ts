@@ -88,6 +88,25 @@ export async function sendMessage(who: Person, text: string): Promise<void> {
   await expect(box).toHaveValue("");
 }
 
+/** A `width` × `height` PNG drawn by the browser, as bytes. */
+export async function png(page: Page, width: number, height: number): Promise<Buffer> {
+  const dataUrl = await page.evaluate(
+    ([w, h]) => {
+      const canvas = document.createElement("canvas");
+      canvas.width = w;
+      canvas.height = h;
+      const g = canvas.getContext("2d")!;
+      g.fillStyle = "#4f46e5";
+      g.fillRect(0, 0, w, h);
+      g.fillStyle = "#fbbf24";
+      g.fillRect(w / 4, h / 4, w / 2, h / 2);
+      return canvas.toDataURL("image/png");
+    },
+    [width, height],
+  );
+  return Buffer.from(dataUrl.split(",")[1], "base64");
+}
+
 /** The texts of the message bubbles in `who`'s open conversation, in order. */
 export async function messageTexts(who: Person): Promise<string[]> {
   return who.page.getByRole("list", { name: "Messages" }).getByRole("paragraph").allInnerTexts();

@@ -1,4 +1,5 @@
-//! Typed ids: a [`UserId`], a [`DmId`] and a [`MessageId`] are each a UUID
+//! Typed ids: a [`UserId`], a [`DmId`], a [`MessageId`] and an
+//! [`AttachmentId`] are each a UUID
 //! that cannot be passed where another is expected.
 //!
 //! On the wire and in the database they are the bare UUID (serde and sqlx
@@ -69,4 +70,8 @@ typed_id!(
 typed_id!(
     /// A message's id (`messages.id`).
     MessageId
+);
+typed_id!(
+    /// An uploaded image's id (`attachments.id`).
+    AttachmentId
 );

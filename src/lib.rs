@@ -9,6 +9,7 @@
 #![recursion_limit = "256"]
 
 pub mod app;
+pub mod attachments;
 pub mod auth;
 pub mod components;
 pub mod dms;

@@ -6,7 +6,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{Person, call, person};
+use common::{Person, accepted_dm, active, call, person, send_message as send};
 use knock::{
     messages::{
         MessageBody,
@@ -17,50 +17,6 @@ use knock::{
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// `inviter` invites `invitee`, who accepts; returns the DM's id.
-async fn accepted_dm(state: &AppState, inviter: &Person, invitee: &Person) -> Value {
-    let dm = call(
-        state,
-        Some(inviter),
-        "dm/invite",
-        json!({ "other_user_id": invitee.id }),
-    )
-    .await
-    .json();
-    call(
-        state,
-        Some(invitee),
-        "dm/accept",
-        json!({ "dm_id": dm["id"] }),
-    )
-    .await;
-    dm["id"].clone()
-}
-
-/// Ada and Bob with an ACTIVE DM; returns its id.
-async fn active(pool: &PgPool) -> (AppState, Person, Person, Value) {
-    let state = common::state(pool);
-    let (ada, bob) = (person(pool, "ada").await, person(pool, "bob").await);
-    let dm = accepted_dm(&state, &ada, &bob).await;
-    (state, ada, bob, dm)
-}
-
-async fn send(
-    state: &AppState,
-    who: &Person,
-    dm: &Value,
-    body: &str,
-    client_id: Uuid,
-) -> common::Reply {
-    call(
-        state,
-        Some(who),
-        "messages/send",
-        json!({ "dm_id": dm, "body": body, "client_id": client_id }),
-    )
-    .await
-}
 
 async fn count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM messages")
@@ -661,7 +617,9 @@ async fn a_send_that_fails_in_a_batch_fails_alone(pool: PgPool) {
             let outgoing = Outgoing {
                 dm_id,
                 sender_id: ada.id,
-                body: MessageBody::parse("boom").unwrap(),
+                body: Some(MessageBody::parse("boom").unwrap()),
+                reply_to_id: None,
+                attachment_id: None,
                 client_id: Uuid::new_v4(),
             };
             state.sends.send(&state.pool, outgoing).await
@@ -1448,4 +1406,157 @@ async fn search_finds_my_messages_across_dms_newest_first_and_nothing_else(pool:
     }
     let reply = call(&state, None, "messages/search", json!({ "query": "flat" })).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+/// `who` answers message `reply_to` in DM `dm`.
+async fn reply(
+    state: &AppState,
+    who: &Person,
+    dm: &Value,
+    body: &str,
+    reply_to: &Value,
+) -> common::Reply {
+    call(
+        state,
+        Some(who),
+        "messages/send",
+        json!({ "dm_id": dm, "body": body, "client_id": Uuid::new_v4(), "reply_to_id": reply_to }),
+    )
+    .await
+}
+
+#[sqlx::test]
+async fn a_reply_quotes_its_message_and_shows_it_deleted_later(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let original = send(&state, &ada, &dm, "Lunch   at\nnoon?", Uuid::new_v4())
+        .await
+        .json();
+    let answer = reply(&state, &bob, &dm, "Yes!", &original["id"]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let quoted = json!({
+        "id": original["id"],
+        "seq": 1,
+        "sender_id": ada.id,
+        "excerpt": "Lunch at noon?",
+        "deleted": false,
+    });
+    assert_eq!(answer.json()["reply_to"], quoted);
+    // Ada's stream carries the reply with its quote.
+    let live: Value = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE user_id = $1 AND kind = 'message' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(ada.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(live["reply_to"], quoted);
+    // Once the original is deleted, the reply quotes nothing of it.
+    call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": original["id"] }),
+    )
+    .await;
+    let listed = call(&state, Some(&bob), "messages/list", json!({ "dm_id": dm }))
+        .await
+        .json();
+    assert_eq!(listed[1]["body"], "Yes!");
+    assert_eq!(
+        (
+            &listed[1]["reply_to"]["deleted"],
+            &listed[1]["reply_to"]["excerpt"]
+        ),
+        (&json!(true), &json!(""))
+    );
+    // A message that answers nothing has no `reply_to` at all.
+    assert_eq!(listed[0].get("reply_to"), None);
+}
+
+#[sqlx::test]
+async fn replies_that_are_not_allowed_change_nothing(pool: PgPool) {
+    let (state, ada, bob, dm) = active(&pool).await;
+    let (cy, dee) = (person(&pool, "cy").await, person(&pool, "dee").await);
+    let original = send(&state, &ada, &dm, "hello", Uuid::new_v4())
+        .await
+        .json();
+    let elsewhere = accepted_dm(&state, &ada, &cy).await;
+    let theirs = send(&state, &cy, &elsewhere, "in another DM", Uuid::new_v4())
+        .await
+        .json();
+    let invited = call(
+        &state,
+        Some(&ada),
+        "dm/invite",
+        json!({ "other_user_id": dee.id }),
+    )
+    .await
+    .json()["id"]
+        .clone();
+    let before = count(&pool).await;
+    let cases = [
+        (
+            "a message of another DM",
+            &bob,
+            &dm,
+            theirs["id"].clone(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no such message",
+            &bob,
+            &dm,
+            json!(Uuid::new_v4()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "not a UUID",
+            &bob,
+            &dm,
+            json!("nope"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "not a member",
+            &cy,
+            &dm,
+            original["id"].clone(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "not ACTIVE",
+            &ada,
+            &invited,
+            original["id"].clone(),
+            StatusCode::CONFLICT,
+        ),
+    ];
+    for (what, who, dm, reply_to, status) in cases {
+        let answer = reply(&state, who, dm, "re", &reply_to).await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.body);
+    }
+    // Blocked: Ada blocked Bob.
+    call(
+        &state,
+        Some(&ada),
+        "users/block",
+        json!({ "user_id": bob.id }),
+    )
+    .await;
+    let answer = reply(&state, &bob, &dm, "re", &original["id"]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    call(
+        &state,
+        Some(&ada),
+        "users/unblock",
+        json!({ "user_id": bob.id }),
+    )
+    .await;
+    // Read-only: Ada deleted her account.
+    knock::users::server::tombstone(&pool, "user_ada")
+        .await
+        .unwrap();
+    let answer = reply(&state, &bob, &dm, "re", &original["id"]).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    assert_eq!(count(&pool).await, before);
 }

@@ -1,6 +1,6 @@
 import AxeBuilder from "@axe-core/playwright";
 import { expect, type Page, test } from "@playwright/test";
-import { activeDm, expectNoPageErrors, openChat, person, sendMessage } from "../support";
+import { activeDm, expectNoPageErrors, openChat, person, png, sendMessage } from "../support";
 
 test.afterEach(expectNoPageErrors);
 
@@ -104,6 +104,19 @@ for (const layout of layouts) {
         await expect(first.getByRole("button", { name: "😂 1: you" })).toBeVisible();
         await first.getByLabel("React", { exact: true }).click();
         await audit(bob.page, "conversation, the other side, with a reaction and the picker");
+        // A reply with an image, and another reply being written.
+        await first.getByRole("button", { name: "Reply" }).click();
+        await bob.page.getByLabel("Attach image").setInputFiles({
+          name: "dot.png",
+          mimeType: "image/png",
+          buffer: await png(bob.page, 120, 80),
+        });
+        await expect(bob.page.getByRole("button", { name: "Remove image" })).toBeVisible();
+        await bob.page.getByRole("button", { name: "Send" }).click();
+        await expect(ada.page.getByRole("link", { name: "Open image full size (120 × 80)" })).toBeVisible();
+        const reply = bob.page.getByRole("list", { name: "Messages" }).getByRole("listitem").filter({ hasText: "edited once" });
+        await reply.getByRole("button", { name: "Reply" }).click();
+        await audit(bob.page, "conversation with a reply, an image and a reply being written");
 
         await bob.page.goto("/?find=message");
         await expect(bob.page.getByRole("list", { name: "Search results" }).getByRole("link")).toHaveCount(1);

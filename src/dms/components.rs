@@ -980,6 +980,8 @@ mod tests {
             edited_at: None,
             deleted: false,
             reactions: Default::default(),
+            reply_to: None,
+            attachment: None,
         }
     }
 

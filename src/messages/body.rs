@@ -42,6 +42,18 @@ impl MessageBody {
         }
     }
 
+    /// An image's caption: `None` when `text` is blank, else as
+    /// [`MessageBody::parse`].
+    ///
+    /// # Errors
+    /// As [`MessageBody::parse`], but never for a blank text.
+    pub fn parse_caption(text: &str) -> Result<Option<Self>, AppError> {
+        if text.len() <= MAX_BYTES && text.trim().is_empty() {
+            return Ok(None);
+        }
+        Self::parse(text).map(Some)
+    }
+
     /// The checked text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -20,11 +20,12 @@ use time::{
 use uuid::Uuid;
 
 use super::{
-    Message, REACTIONS, Reactions, SendMessageForm, delete_message, edit_message, list_messages,
-    react, read_messages, read_receipt, send_message, typing,
+    Attachment, Message, REACTIONS, Reactions, ReplyTo, SendMessageForm, delete_message,
+    edit_message, excerpt, list_messages, react, read_messages, read_receipt, send_message, typing,
 };
 use crate::ids::{DmId, MessageId, UserId};
 use crate::{
+    attachments::components::{AttachImage, MessageImage, UploadStatus, Uploads},
     components::message_text::message_text,
     error::AppError,
     realtime::{Event, Live},
@@ -50,6 +51,8 @@ struct Pending {
     dm_id: DmId,
     client_id: Uuid,
     body: String,
+    reply_to: Option<ReplyTo>,
+    attachment: Option<Attachment>,
     failed: bool,
 }
 
@@ -78,8 +81,8 @@ impl Row {
                 seen,
                 ..
             } => format!(
-                "{} {:?} {} {starts_group} {time} {seen} {:?}",
-                message.id, message.edited_at, message.deleted, message.reactions
+                "{} {:?} {} {starts_group} {time} {seen} {:?} {:?}",
+                message.id, message.edited_at, message.deleted, message.reactions, message.reply_to
             ),
             Row::Pending(p) => format!("pending {} {}", p.client_id, p.failed),
         }
@@ -97,6 +100,8 @@ fn set_reactions(messages: RwSignal<Vec<Message>>, id: MessageId, reactions: Rea
 
 /// Merges `new` into `messages` (sorted by `seq`, one per `seq`; a newer
 /// copy replaces an older one) and drops the pending sends they confirm.
+/// Replies shown that quote a message edited or deleted in `new` quote it
+/// as it is now.
 fn merge(messages: RwSignal<Vec<Message>>, pending: RwSignal<Vec<Pending>>, new: Vec<Message>) {
     if new.is_empty() {
         return;
@@ -104,6 +109,15 @@ fn merge(messages: RwSignal<Vec<Message>>, pending: RwSignal<Vec<Pending>>, new:
     pending.update(|p| p.retain(|p| !new.iter().any(|m| m.client_id == p.client_id)));
     messages.update(|all| {
         for message in new {
+            let changed = message.deleted || message.edited_at.is_some();
+            if changed {
+                for reply in all.iter_mut().filter_map(|m| m.reply_to.as_mut()) {
+                    if reply.id == message.id {
+                        reply.deleted = message.deleted;
+                        reply.excerpt = excerpt(&message.body);
+                    }
+                }
+            }
             match all.binary_search_by_key(&message.seq, |m| m.seq) {
                 Ok(i) => all[i] = message,
                 Err(i) => all.insert(i, message),
@@ -179,6 +193,10 @@ pub struct ThreadState {
     offset: RwSignal<UtcOffset>,
     /// Whether a send of `pending` is on its way (one at a time).
     sending: StoredValue<bool>,
+    /// The message the next send answers (**Reply**).
+    replying: RwSignal<Option<ReplyTo>>,
+    /// The image the next send carries.
+    uploads: Uploads,
 }
 
 impl ThreadState {
@@ -197,6 +215,8 @@ impl ThreadState {
             last_marked: RwSignal::new(0),
             offset: RwSignal::new(UtcOffset::UTC),
             sending: StoredValue::new(false),
+            replying: RwSignal::new(None),
+            uploads: Uploads::new(),
         }
     }
 
@@ -214,6 +234,8 @@ impl ThreadState {
             self.editing.set(None);
             self.composer.set(String::new());
             self.last_marked.set(0);
+            self.replying.set(None);
+            self.uploads.clear();
         } else {
             merge(self.messages, self.pending, messages);
             self.other_read.update(|r| *r = (*r).max(other_read));
@@ -319,6 +341,8 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         last_marked,
         offset,
         sending,
+        replying,
+        uploads,
         ..
     } = state;
     // A failed edit, delete or read position, said in an alert.
@@ -507,7 +531,14 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                 .try_with_untracked(|p| p.iter().find(|p| !p.failed).cloned())
                 .flatten()
             {
-                let result = send_message(next.dm_id, next.body.clone(), next.client_id).await;
+                let result = send_message(
+                    next.dm_id,
+                    next.body.clone(),
+                    next.client_id,
+                    next.reply_to.as_ref().map(|r| r.id),
+                    next.attachment.as_ref().map(|a| a.id),
+                )
+                .await;
                 match result {
                     Ok(message) => {
                         // Sending moved my read position on the server.
@@ -527,16 +558,14 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             sending.try_set_value(false);
         });
     };
-    let send = move |body: String, client_id: Uuid| {
-        pending.update(|p| match p.iter_mut().find(|p| p.client_id == client_id) {
-            Some(p) => p.failed = false,
-            None => p.push(Pending {
-                dm_id,
-                client_id,
-                body,
-                failed: false,
-            }),
-        });
+    // A new send, or **Retry** of a failed one (by its `client_id`).
+    let send = move |new: Pending| {
+        pending.update(
+            |p| match p.iter_mut().find(|p| p.client_id == new.client_id) {
+                Some(p) => p.failed = false,
+                None => p.push(new),
+            },
+        );
         drain();
     };
     let on_submit = move |ev: ev::SubmitEvent| {
@@ -546,15 +575,32 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         let Some(textbox) = textbox.get() else {
             return;
         };
+        // The image goes with the text once it is stored.
+        if uploads.sending() {
+            return;
+        }
+        let attachment = uploads.ready();
         let body = textbox.value().trim().to_owned();
-        if body.is_empty() {
+        if body.is_empty() && attachment.is_none() {
             return;
         }
         textbox.set_value("");
         composer.set(String::new());
-        send(body, browser::new_client_id());
+        uploads.clear();
+        send(Pending {
+            dm_id,
+            client_id: browser::new_client_id(),
+            body,
+            reply_to: replying.get_untracked(),
+            attachment,
+            failed: false,
+        });
+        replying.set(None);
     };
     let on_keydown = move |ev: ev::KeyboardEvent| {
+        if ev.key() == "Escape" && replying.get_untracked().is_some() {
+            replying.set(None);
+        }
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
             // `try_`: the view can outlive this thread for a moment while
@@ -598,15 +644,15 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             }
         });
     };
-    // `?at=SEQ` (a search result): the history back to message SEQ is
-    // loaded, however old it is, and the message is shown and focused.
+    // `?at=SEQ` (a search result) and a reply's quote: the history back to
+    // message SEQ is loaded, however old it is, and the message is shown,
+    // marked and focused.
     let found = leptos_router::hooks::use_query_map()
         .with_untracked(|q| q.get("at").and_then(|at| at.parse::<i64>().ok()))
         .filter(|at| *at >= 1);
-    Effect::new(move |_| {
-        let Some(at) = found else {
-            return;
-        };
+    let marked = RwSignal::new(found);
+    let show_at = move |at: i64| {
+        marked.set(Some(at));
         leptos::task::spawn_local(async move {
             let loaded_from = messages.with_untracked(|m| m.first().map_or(i64::MAX, |m| m.seq));
             let mut after = (at - 10).max(0);
@@ -624,6 +670,11 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             has_older.set(messages.with_untracked(|m| m.first().is_some_and(|m| m.seq > 1)));
             browser::show_message(at);
         });
+    };
+    Effect::new(move |_| {
+        if let Some(at) = found {
+            show_at(at);
+        }
     });
     let on_scroll = move |_| {
         let bottom = browser::at_bottom(list_ref);
@@ -681,6 +732,55 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         });
     };
     let other_name_stored = StoredValue::new(other_name.clone());
+    // An image pasted into the composer or dropped on the conversation is
+    // uploaded as **Attach image** would.
+    let on_paste = move |ev: ev::ClipboardEvent| {
+        #[cfg(feature = "hydrate")]
+        if uploads.start_first(dm_id, ev.clipboard_data().and_then(|data| data.files())) {
+            ev.prevent_default();
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = ev;
+    };
+    let on_dragover = move |ev: ev::DragEvent| ev.prevent_default();
+    let on_drop = move |ev: ev::DragEvent| {
+        #[cfg(feature = "hydrate")]
+        if uploads.start_first(dm_id, ev.data_transfer().and_then(|data| data.files())) {
+            ev.prevent_default();
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = ev;
+    };
+    // A reply's quote: whom and what it answers (*Message deleted* once it
+    // is). In a sent reply, pressing it shows the original message.
+    let quote = move |r: ReplyTo, sent: bool| {
+        let who = if r.sender_id == me {
+            "You".to_owned()
+        } else {
+            other_name_stored.get_value()
+        };
+        let text = if r.deleted {
+            "Message deleted".to_owned()
+        } else if r.excerpt.is_empty() {
+            "Image".to_owned()
+        } else {
+            r.excerpt.clone()
+        };
+        let seq = r.seq;
+        // Named by its text: "Reply to {who}: {text}".
+        view! {
+            <button
+                type="button"
+                class="quote"
+                disabled=move || !sent || !hydrated.get()
+                on:click=move |_| show_at(seq)
+            >
+                <span class="visually-hidden">{format!("Reply to {who}: {text}")}</span>
+                <span class="quote-sender" aria-hidden="true">{who}</span>
+                <span class="quote-text" class:deleted-text=r.deleted aria-hidden="true">{text}</span>
+            </button>
+        }
+    };
     let all_rows =
         move || messages.with(|m| pending.with(|p| rows(m, p, me, other_read.get(), offset.get())));
     let render = move |row: Row| match row {
@@ -694,12 +794,14 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         .into_any(),
         Row::Pending(p) => {
             let retry = {
-                let body = p.body.clone();
-                move |_| send(body.clone(), p.client_id)
+                let p = p.clone();
+                move |_| send(p.clone())
             };
             view! {
                 <li class="message mine pending" class:failed=p.failed>
-                    <p>{message_text(&p.body)}</p>
+                    {p.reply_to.clone().map(|r| quote(r, false))}
+                    {p.attachment.clone().map(|attachment| view! { <MessageImage attachment /> })}
+                    {(!p.body.is_empty()).then(|| view! { <p>{message_text(&p.body)}</p> })}
                     <span class="status" role="status">
                         {if p.failed { "Not sent" } else { "Sending…" }}
                     </span>
@@ -718,7 +820,21 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             seen,
         } => {
             let id = message.id;
+            let seq = message.seq;
             let is_editing = move || editing.get() == Some(id);
+            let reply = {
+                let quoted = ReplyTo {
+                    id,
+                    seq,
+                    sender_id: message.sender_id,
+                    excerpt: excerpt(&message.body),
+                    deleted: false,
+                };
+                move |_| {
+                    replying.set(Some(quoted.clone()));
+                    browser::focus_textbox(textbox);
+                }
+            };
             let body = message.body.clone();
             let start_edit = move |_| {
                 draft.set(body.clone());
@@ -727,12 +843,12 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             view! {
                 <li
                     id=format!("m{}", message.seq)
-                    tabindex=(Some(message.seq) == found).then_some("-1")
+                    tabindex="-1"
                     class="message"
                     class:mine=mine
                     class:group-start=starts_group
                     class:deleted=message.deleted
-                    class:found=Some(message.seq) == found
+                    class:found=move || marked.get() == Some(seq)
                 >
                     {starts_group.then(|| view! {
                         <time class="meta" datetime=message.created_at.format(&Rfc3339).unwrap_or_default()>{time}</time>
@@ -745,7 +861,9 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                                 view! { <p class="deleted-text">"Message deleted"</p> }.into_any()
                             } else {
                                 view! {
-                                    <p>{message_text(&message.body)}</p>
+                                    {message.reply_to.clone().map(|r| quote(r, true))}
+                                    {message.attachment.clone().map(|attachment| view! { <MessageImage attachment /> })}
+                                    {(!message.body.is_empty()).then(|| view! { <p>{message_text(&message.body)}</p> })}
                                     {message.edited_at.is_some().then(|| view! { <span class="meta">"edited"</span> })}
                                 }.into_any()
                             }
@@ -814,10 +932,20 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                             </div>
                         }
                     })}
-                    {(mine && !message.deleted).then(|| view! {
+                    {(!message.deleted).then(|| view! {
                         <span class="message-actions">
-                            <button type="button" class="link-button" on:click=start_edit.clone()>"Edit"</button>
-                            <button type="button" class="link-button" on:click=move |_| delete(id)>"Delete"</button>
+                            <button
+                                type="button"
+                                class="link-button"
+                                disabled=move || !hydrated.get()
+                                on:click=reply.clone()
+                            >
+                                "Reply"
+                            </button>
+                            {mine.then(|| view! {
+                                <button type="button" class="link-button" on:click=start_edit.clone()>"Edit"</button>
+                                <button type="button" class="link-button" on:click=move |_| delete(id)>"Delete"</button>
+                            })}
                         </span>
                     })}
                     {seen.then(|| view! { <span class="seen">"Seen"</span> })}
@@ -828,7 +956,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
     };
 
     view! {
-        <div class="thread">
+        <div class="thread" on:dragover=on_dragover on:drop=on_drop>
             {move || has_older.get().then(|| view! {
                 <button type="button" class="older" on:click=move |_| load_older()>
                     "Load earlier messages"
@@ -857,12 +985,27 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                 {move || (typing_shown.get() > 0).then(|| format!("{other_name} is typing…"))}
             </p>
         </div>
+        {move || replying.get().map(|r| {
+            let who = if r.sender_id == me { "yourself".to_owned() } else { other_name_stored.get_value() };
+            let text = if r.excerpt.is_empty() { "Image".to_owned() } else { r.excerpt };
+            view! {
+                <div class="replying">
+                    <span>"Replying to " {who} ": " <span class="quote-text">{text}</span></span>
+                    <button type="button" class="link-button" on:click=move |_| replying.set(None)>
+                        "Cancel reply"
+                    </button>
+                </div>
+            }
+        })}
+        <UploadStatus uploads />
         <form
             class="composer"
             method="post"
             action=SendMessageForm::url()
             node_ref=form_ref
             on:submit=on_submit
+            on:dragover=on_dragover
+            on:drop=on_drop
         >
             <input type="hidden" name="dm_id" value=dm_id.to_string() />
             <input type="hidden" name="other_user_id" value=other.id.to_string() />
@@ -875,11 +1018,13 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                 name="body"
                 aria-label="Message"
                 rows="2"
-                required
+                required=move || uploads.ready().is_none()
                 maxlength="4000"
                 on:keydown=on_keydown
                 on:input=on_input
+                on:paste=on_paste
             ></textarea>
+            <AttachImage dm_id uploads hydrated />
             <button type="submit">"Send"</button>
         </form>
     }
@@ -910,6 +1055,16 @@ mod browser {
             row.scroll_into_view_with_scroll_into_view_options(&options);
             if let Ok(row) = wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(row) {
                 let _ = row.focus();
+            }
+        });
+    }
+
+    /// Moves the keyboard focus into the composer's text box, after the
+    /// next frame.
+    pub fn focus_textbox(textbox: NodeRef<Textarea>) {
+        request_animation_frame(move || {
+            if let Some(textbox) = textbox.try_get_untracked().flatten() {
+                let _ = textbox.focus();
             }
         });
     }
@@ -1004,6 +1159,7 @@ mod browser {
     use uuid::Uuid;
 
     pub fn focus_composer(_: NodeRef<Textarea>) {}
+    pub fn focus_textbox(_: NodeRef<Textarea>) {}
     pub fn show_message(_: i64) {}
 
     pub fn visible() -> bool {

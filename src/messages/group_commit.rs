@@ -28,8 +28,8 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Message, MessageBody};
-use crate::ids::{DmId, MessageId, UserId};
+use super::{Attachment, Message, MessageBody, ReplyTo};
+use crate::ids::{AttachmentId, DmId, MessageId, UserId};
 
 /// The most batches written at once (each holds one pooled connection):
 /// on two cores, more gave no more messages/s and longer tails.
@@ -80,10 +80,21 @@ pub struct Outgoing {
     pub dm_id: DmId,
     /// The sender.
     pub sender_id: UserId,
-    /// The checked body.
-    pub body: MessageBody,
+    /// The checked body; `None` for an image without a caption.
+    pub body: Option<MessageBody>,
     /// The sender's idempotency key.
     pub client_id: Uuid,
+    /// The message it answers.
+    pub reply_to_id: Option<MessageId>,
+    /// Its image, uploaded to the DM by the sender.
+    pub attachment_id: Option<AttachmentId>,
+}
+
+impl Outgoing {
+    /// The text as stored: empty for an image without a caption.
+    fn text(&self) -> &str {
+        self.body.as_ref().map_or("", MessageBody::as_str)
+    }
 }
 
 struct Queued {
@@ -200,6 +211,8 @@ macro_rules! sent {
                 edited_at: row.edited_at,
                 deleted: row.deleted.unwrap_or(false),
                 reactions: Default::default(),
+                reply_to: row.reply_to,
+                attachment: row.attachment,
             }),
             _ => None,
         };
@@ -217,12 +230,22 @@ async fn write_batch(pool: &PgPool, batch: Vec<Queued>) {
                   sender_id AS "sender_id: UserId", body, client_id,
                   date_trunc('milliseconds', created_at) AS created_at,
                   date_trunc('milliseconds', edited_at) AS edited_at,
-                  deleted_at IS NOT NULL AS deleted
-           FROM send_messages($1, $2, $3, $4) ORDER BY ord"#,
+                  deleted_at IS NOT NULL AS deleted,
+                  message_reply_to(reply_to_id) AS "reply_to: ReplyTo",
+                  attachment_json(attachment_id) AS "attachment: Attachment"
+           FROM send_messages($1, $2, $3, $4, $5, $6) ORDER BY ord"#,
         &sends.iter().map(|s| s.dm_id).collect::<Vec<_>>() as &[DmId],
         &sends.iter().map(|s| s.sender_id).collect::<Vec<_>>() as &[UserId],
-        &sends.iter().map(|s| s.body.as_str()).collect::<Vec<_>>() as &[&str],
+        &sends.iter().map(|s| s.text()).collect::<Vec<_>>() as &[&str],
         &sends.iter().map(|s| s.client_id).collect::<Vec<_>>(),
+        &sends
+            .iter()
+            .map(|s| s.reply_to_id.map(|id| id.0))
+            .collect::<Vec<_>>() as &[Option<Uuid>],
+        &sends
+            .iter()
+            .map(|s| s.attachment_id.map(|id| id.0))
+            .collect::<Vec<_>>() as &[Option<Uuid>],
     )
     .fetch_all(pool)
     .await
@@ -259,12 +282,16 @@ async fn write_alone(pool: &PgPool, send: &Outgoing) -> Result<Sent, sqlx::Error
                   sender_id AS "sender_id: UserId", body, client_id,
                   date_trunc('milliseconds', created_at) AS created_at,
                   date_trunc('milliseconds', edited_at) AS edited_at,
-                  deleted_at IS NOT NULL AS deleted
-           FROM send_messages($1, $2, $3, $4)"#,
+                  deleted_at IS NOT NULL AS deleted,
+                  message_reply_to(reply_to_id) AS "reply_to: ReplyTo",
+                  attachment_json(attachment_id) AS "attachment: Attachment"
+           FROM send_messages($1, $2, $3, $4, $5, $6)"#,
         &[send.dm_id] as &[DmId],
         &[send.sender_id] as &[UserId],
-        &[send.body.as_str()] as &[&str],
+        &[send.text()] as &[&str],
         &[send.client_id],
+        &[send.reply_to_id.map(|id| id.0)] as &[Option<Uuid>],
+        &[send.attachment_id.map(|id| id.0)] as &[Option<Uuid>],
     )
     .fetch_one(pool)
     .await

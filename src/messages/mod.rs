@@ -10,7 +10,7 @@ pub use body::{MAX_BYTES, MAX_CHARS, MessageBody};
 
 use crate::{
     error::AppError,
-    ids::{DmId, MessageId, UserId},
+    ids::{AttachmentId, DmId, MessageId, UserId},
 };
 
 mod body;
@@ -22,7 +22,7 @@ pub mod search;
 pub mod server;
 
 /// A message: `{id, dm_id, seq, sender_id, body, client_id, created_at,
-/// edited_at, deleted}`.
+/// edited_at, deleted, reactions?, reply_to?, attachment?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// The message's id.
@@ -33,7 +33,8 @@ pub struct Message {
     pub seq: i64,
     /// Who sent it.
     pub sender_id: UserId,
-    /// 1–4000 characters, trimmed.
+    /// 1–4000 characters, trimmed; may be empty for a message with an
+    /// image.
     pub body: String,
     /// The sender's idempotency key.
     pub client_id: Uuid,
@@ -48,6 +49,24 @@ pub struct Message {
     /// The members' reactions, `[{emoji, user_ids}]`; left out when none.
     #[serde(default, skip_serializing_if = "Reactions::is_empty")]
     pub reactions: Reactions,
+    /// The message this one answers; left out when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyTo>,
+    /// Its image; left out when none. `body` is then its caption and may
+    /// be empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+/// A message's text as a reply quotes it: on one line, at most 100
+/// characters (as `message_reply_to` in the migrations makes it).
+pub fn excerpt(body: &str) -> String {
+    body.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(100)
+        .collect()
 }
 
 /// The emoji a member can react with (DESIGN §5: a small fixed set).
@@ -76,25 +95,67 @@ impl Reactions {
     }
 }
 
-#[cfg(feature = "ssr")]
-impl sqlx::Type<sqlx::Postgres> for Reactions {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <sqlx::types::Json<Vec<Reaction>> as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
+/// Decodes a `jsonb` column (made by a SQL function of the migrations)
+/// into `$ty` through serde.
+macro_rules! from_jsonb {
+    ($ty:ty) => {
+        #[cfg(feature = "ssr")]
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <sqlx::types::JsonValue as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
 
-    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <sqlx::types::Json<Vec<Reaction>> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-    }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <sqlx::types::JsonValue as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        #[cfg(feature = "ssr")]
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let json = <sqlx::types::Json<$ty> as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(json.0)
+            }
+        }
+    };
 }
 
-#[cfg(feature = "ssr")]
-impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Reactions {
-    /// From the `jsonb` that `message_reactions` makes.
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let json =
-            <sqlx::types::Json<Vec<Reaction>> as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
-        Ok(Self(json.0))
-    }
+from_jsonb!(Reactions);
+from_jsonb!(ReplyTo);
+from_jsonb!(Attachment);
+
+/// The message a reply answers, as the reply shows it
+/// (`message_reply_to` in the migrations makes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    /// The quoted message's id.
+    pub id: MessageId,
+    /// Its place in the DM, to load the history back to it.
+    pub seq: i64,
+    /// Who sent it.
+    pub sender_id: UserId,
+    /// Its text on one line, at most 100 characters; empty when it was
+    /// deleted or is an image without a caption.
+    pub excerpt: String,
+    /// Its sender deleted it since.
+    pub deleted: bool,
+}
+
+/// The image a message carries (`attachment_json` in the migrations
+/// makes it): served at `/api/attachments/{id}`, its thumbnail at
+/// `/api/attachments/{id}/thumbnail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The image's id.
+    pub id: AttachmentId,
+    /// Its width in pixels, upright.
+    pub width: i32,
+    /// Its height in pixels, upright.
+    pub height: i32,
+    /// `image/jpeg`, `image/png`, `image/webp` or `image/gif`.
+    pub content_type: String,
 }
 
 /// One message that `messages/search` found, with the other member of its
@@ -157,20 +218,39 @@ pub async fn react(message_id: MessageId, emoji: String) -> Result<Reactions, Ap
         .map_err(crate::error::respond)
 }
 
-/// `POST /api/messages/send` `{dm_id, body, client_id}`: the message (the
-/// same one again for a repeated `client_id`).
+/// `POST /api/messages/send` `{dm_id, body, client_id, reply_to_id?,
+/// attachment_id?}`: the message (the same one again for a repeated
+/// `client_id`). `reply_to_id` is a message of the same DM that this one
+/// answers; `attachment_id` an image from `POST /api/attachments`, whose
+/// caption `body` is (then it may be empty).
 ///
 /// # Errors
-/// 400 empty or over 4000 characters; 413 far over; 404 not my DM; 409 the
-/// DM is not ACTIVE; 403 blocked.
+/// 400 empty (without an image) or over 4000 characters, a `reply_to_id`
+/// not in the DM, an `attachment_id` that is not my upload to the DM or
+/// was sent already; 413 far over; 404 not my DM; 409 the DM is not
+/// ACTIVE; 403 blocked.
 #[server(prefix = "/api", client = crate::auth::client::SessionClient, endpoint = "messages/send", input = server_fn::codec::Json)]
-pub async fn send_message(dm_id: DmId, body: String, client_id: Uuid) -> Result<Message, AppError> {
+pub async fn send_message(
+    dm_id: DmId,
+    body: String,
+    client_id: Uuid,
+    #[server(default)] reply_to_id: Option<MessageId>,
+    #[server(default)] attachment_id: Option<AttachmentId>,
+) -> Result<Message, AppError> {
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
-    let body = MessageBody::parse(&body).map_err(crate::error::respond)?;
-    server::send(&state, me.id, dm_id, body, client_id)
-        .await
-        .map_err(crate::error::respond)
+    let body = MessageBody::parse_caption(&body).map_err(crate::error::respond)?;
+    server::send(
+        &state,
+        me.id,
+        dm_id,
+        body,
+        client_id,
+        reply_to_id,
+        attachment_id,
+    )
+    .await
+    .map_err(crate::error::respond)
 }
 
 /// The form twin of `messages/send` for the composer before (or without)
@@ -191,7 +271,7 @@ pub async fn send_message_form(
     let me = crate::auth::server::current_user().await?;
     let state = crate::server::state::AppState::current()?;
     let body = MessageBody::parse(&body).map_err(crate::error::respond)?;
-    let message = server::send(&state, me.id, dm_id, body, client_id)
+    let message = server::send(&state, me.id, dm_id, Some(body), client_id, None, None)
         .await
         .map_err(crate::error::respond)?;
     leptos_axum::redirect(&format!("/chat/{other_user_id}"));

@@ -5,8 +5,11 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Message, MessageBody, REACTIONS, Reactions, SearchHit, group_commit::Outgoing};
-use crate::ids::{DmId, MessageId, UserId};
+use super::{
+    Attachment, Message, MessageBody, REACTIONS, Reactions, ReplyTo, SearchHit,
+    group_commit::Outgoing,
+};
+use crate::ids::{AttachmentId, DmId, MessageId, UserId};
 use crate::{
     dms::DmStatus,
     error::AppError,
@@ -28,7 +31,9 @@ macro_rules! query_messages {
                       date_trunc('milliseconds', created_at) AS "created_at!",
                       date_trunc('milliseconds', edited_at) AS edited_at,
                       deleted_at IS NOT NULL AS "deleted!",
-                      message_reactions(id) AS "reactions!: Reactions" "#
+                      message_reactions(id) AS "reactions!: Reactions",
+                      message_reply_to(reply_to_id) AS "reply_to: ReplyTo",
+                      attachment_json(attachment_id) AS "attachment: Attachment" "#
                 + $tail
             $(, $arg)*
         )
@@ -42,11 +47,14 @@ pub const MAX_PAGE: i64 = 100;
 /// account (DESIGN §5: such DMs are read-only).
 const READ_ONLY: &str = "This conversation is read-only: the other person deleted their account.";
 
-/// `me` sends `body` to DM `dm_id`; `client_id` makes a retry return the
-/// same message.
+/// `me` sends `body` to DM `dm_id`, answering `reply_to_id` and carrying
+/// the image `attachment_id` when given; `client_id` makes a retry return
+/// the same message.
 ///
 /// # Errors
-/// 400/413 for the body (see [`MessageBody::parse`]); 404 when the DM does not
+/// 400/413 for the body (see [`MessageBody::parse`]); 400 without both
+/// body and image, for a `reply_to_id` not in the DM, or an
+/// `attachment_id` that is not `me`'s upload to it or was sent already; 404 when the DM does not
 /// exist or `me` is not in it; 409 when the DM is not ACTIVE or the other
 /// member deleted their account; 403 when the other member blocked `me`; 429 past [`SendLimiter`]'s rate; 503 when the
 /// send queue is full ([`crate::messages::group_commit::MAX_QUEUED`]).
@@ -55,9 +63,14 @@ pub async fn send(
     state: &AppState,
     me: UserId,
     dm_id: DmId,
-    body: MessageBody,
+    body: Option<MessageBody>,
     client_id: Uuid,
+    reply_to_id: Option<MessageId>,
+    attachment_id: Option<AttachmentId>,
 ) -> Result<Message, AppError> {
+    if body.is_none() && attachment_id.is_none() {
+        return Err(AppError::BadRequest("A message needs some text.".into()));
+    }
     check_rate(state, me)?;
     // One statement (`send_messages`), in one transaction with the sends
     // queued beside it: it locks the DM, checks, numbers, stores and
@@ -67,6 +80,8 @@ pub async fn send(
         sender_id: me,
         body,
         client_id,
+        reply_to_id,
+        attachment_id,
     };
     let sent = state.sends.send(&state.pool, outgoing).await?;
     match (sent.outcome.as_str(), sent.message) {
@@ -84,6 +99,12 @@ pub async fn send(
             "Messages can be sent once both have accepted.".into(),
         )),
         ("read_only", _) => Err(AppError::Conflict(READ_ONLY.into())),
+        ("bad_reply", _) => Err(AppError::BadRequest(
+            "reply_to_id is not a message of this DM.".into(),
+        )),
+        ("bad_attachment", _) => Err(AppError::BadRequest(
+            "attachment_id is not an image you uploaded to this DM, or it was sent already.".into(),
+        )),
         ("blocked", _) => Err(AppError::Forbidden),
         (other, _) => {
             tracing::error!(outcome = other, "send_messages: unknown outcome");
@@ -352,21 +373,36 @@ pub async fn edit(
             .await?
         }
         (None, false) => {
-            // A deleted message keeps its place, not its reactions.
+            // A deleted message keeps its place, not its reactions or image.
             sqlx::query!(
                 "DELETE FROM reactions WHERE message_id = $1",
                 message_id as MessageId
             )
             .execute(&mut *tx)
             .await?;
-            query_messages!(
-                r#"UPDATE messages SET body = '', deleted_at = now() WHERE id = $1
-               RETURNING"#,
+            let attachment = sqlx::query_scalar!(
+                r#"SELECT attachment_id AS "id: AttachmentId" FROM messages WHERE id = $1"#,
+                message_id as MessageId,
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let message = query_messages!(
+                r#"UPDATE messages SET body = '', deleted_at = now(), attachment_id = NULL
+               WHERE id = $1 RETURNING"#,
                 "",
                 message_id as MessageId,
             )
             .fetch_one(&mut *tx)
-            .await?
+            .await?;
+            if let Some(attachment) = attachment {
+                sqlx::query!(
+                    "DELETE FROM attachments WHERE id = $1",
+                    attachment as AttachmentId
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            message
         }
     };
     if deleted {
@@ -416,6 +452,8 @@ pub async fn search(
                   date_trunc('milliseconds', m.created_at) AS "created_at!",
                   date_trunc('milliseconds', m.edited_at) AS edited_at,
                   message_reactions(m.id) AS "reactions!: Reactions",
+                  message_reply_to(m.reply_to_id) AS "reply_to: ReplyTo",
+                  attachment_json(m.attachment_id) AS "attachment: Attachment",
                   u.id AS "other_id: UserId", u.username, u.first_name, u.last_name, u.image_url
            FROM dm_members me
            JOIN dms d ON d.id = me.dm_id AND d.status = 'ACTIVE'
@@ -457,6 +495,8 @@ pub async fn search(
                 edited_at: r.edited_at,
                 deleted: false,
                 reactions: r.reactions,
+                reply_to: r.reply_to,
+                attachment: r.attachment,
             },
             other_user: crate::users::User {
                 id: r.other_id,
@@ -580,7 +620,7 @@ pub fn send_limiter(per_second: u32, burst: u32) -> SendLimiter {
 }
 
 /// 429 when `me` is past [`SendLimiter`]'s rate.
-fn check_rate(state: &AppState, me: UserId) -> Result<(), AppError> {
+pub(crate) fn check_rate(state: &AppState, me: UserId) -> Result<(), AppError> {
     state
         .send_limiter
         .check_key(&me)

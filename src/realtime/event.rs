@@ -164,6 +164,19 @@ mod tests {
                 edited_at: None,
                 deleted: false,
                 reactions: Default::default(),
+                reply_to: Some(crate::messages::ReplyTo {
+                    id: MessageId::from_u128(5),
+                    seq: 6,
+                    sender_id: user_id,
+                    excerpt: "the one before".into(),
+                    deleted: false,
+                }),
+                attachment: Some(crate::messages::Attachment {
+                    id: crate::ids::AttachmentId::from_u128(8),
+                    width: 640,
+                    height: 480,
+                    content_type: "image/jpeg".into(),
+                }),
             }),
             Event::Dm(DmSummary {
                 dm: Dm {

@@ -156,7 +156,7 @@ mod browser {
     #[serde(tag = "relay", rename_all = "snake_case")]
     enum Relay {
         /// An event from the stream, with its SSE `id`.
-        Event { id: String, event: Event },
+        Event { id: String, event: Box<Event> },
         /// The stream opened; `was_down`: after it had dropped.
         Open { was_down: bool },
         /// The stream dropped; it is reconnecting.
@@ -411,7 +411,7 @@ mod browser {
                                     slot,
                                     &Relay::Event {
                                         id,
-                                        event: event.clone(),
+                                        event: Box::new(event.clone()),
                                     },
                                 );
                                 handle(live, Some(me), event);
@@ -439,7 +439,7 @@ mod browser {
                 if !id.is_empty() {
                     slot.last_id.set_value(Some(id));
                 }
-                handle(slot.live, Some(me), event);
+                handle(slot.live, Some(me), *event);
             }
             Ok(Relay::Open { was_down }) => came_up(slot, was_down),
             Ok(Relay::Down) => went_down(slot),

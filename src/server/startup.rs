@@ -35,6 +35,7 @@ use super::{
 };
 use crate::{
     app::{App, shell},
+    attachments::{MAX_BYTES, UPLOAD_PATH},
     auth::{
         self,
         server::{ClerkApi, JWKS_REFETCH, KeyError, RequestUser, SessionKeys},
@@ -183,6 +184,10 @@ impl Application {
     }
 }
 
+/// The largest upload body: an image of [`MAX_BYTES`] and the form
+/// around it.
+const UPLOAD_LIMIT: usize = MAX_BYTES + 64 * 1024;
+
 async fn api_not_found() -> crate::error::AppError {
     crate::error::AppError::NotFound
 }
@@ -222,6 +227,22 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         // is never compressed, is routed past it.
         .layer(CompressionLayer::new().compress_when(compress))
         .route("/api/events", get(crate::realtime::server::events))
+        .route(
+            "/api/attachments/{id}",
+            get(crate::attachments::server::image),
+        )
+        .route(
+            "/api/attachments/{id}/thumbnail",
+            get(crate::attachments::server::thumbnail),
+        )
+        .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
+        // An image upload has a limit of its own: the image and the form
+        // around it.
+        .route(
+            UPLOAD_PATH,
+            post(crate::attachments::server::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::server::refresh_expired_session,
@@ -254,7 +275,6 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
                     header::REFERRER_POLICY,
                     HeaderValue::from_static("same-origin"),
                 ))
-                .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     settings.request_timeout(),

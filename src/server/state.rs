@@ -49,6 +49,9 @@ pub struct AppState {
     pub clerk_api: Option<ClerkApi>,
     /// `CLERK_PUBLISHABLE_KEY`, for the sign-in page (Clerk mode).
     pub clerk_publishable_key: Option<String>,
+    /// Uploaded images decoded at once: one per core, so that uploads
+    /// take turns rather than memory and every core.
+    pub image_work: Arc<tokio::sync::Semaphore>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -95,12 +98,15 @@ impl AppState {
             max_streams_per_user: knock.max_streams_per_user,
             typing_limiter: Arc::new(crate::messages::server::typing_limiter()),
             clerk_publishable_key: knock.clerk.publishable_key.clone(),
+            image_work: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         }
     }
 
     /// Starts the server's background work on `tasks`: the webhook worker,
-    /// LISTEN, the presence heartbeat, pruning of the event log and of
-    /// processed webhooks, and dropping per-user state of quiet users.
+    /// LISTEN, the presence heartbeat, pruning of the event log, of
+    /// processed webhooks and of images never sent, and dropping per-user state of quiet users.
     pub fn spawn_background(&self, tasks: &BackgroundTasks, knock: &KnockSettings) {
         use crate::webhooks::worker;
         let pool = &self.pool;
@@ -117,6 +123,16 @@ impl AppState {
             "event log pruning",
             crate::realtime::server::prune_forever(pool.clone()),
         );
+        let images = pool.clone();
+        tasks.spawn("unsent image pruning", async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                ticks.tick().await;
+                if let Err(error) = crate::attachments::server::prune_unsent(&images).await {
+                    tracing::warn!(%error, "could not prune unsent images");
+                }
+            }
+        });
         tasks.spawn(
             "webhook pruning",
             worker::prune_forever(pool.clone(), knock.webhook_retention_days),

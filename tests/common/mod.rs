@@ -14,8 +14,10 @@ use knock::{
     auth::server::SessionKeys,
     server::{config::Settings, startup::router, state::AppState, tasks::BackgroundTasks},
 };
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt;
+use uuid::Uuid;
 
 /// The webhook signing secret the tests sign with (`whsec_` + base64).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -64,7 +66,9 @@ pub fn state_with(pool: &PgPool, auth: Arc<SessionKeys>) -> AppState {
 pub struct Reply {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
+    /// The body as text (lossy for binary bodies; see `bytes`).
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -87,6 +91,7 @@ pub async fn send(state: AppState, request: Request<Body>) -> Reply {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body.to_vec(),
     }
 }
 
@@ -132,6 +137,51 @@ pub async fn call(
     send(
         state.clone(),
         request.body(Body::from(body.to_string())).unwrap(),
+    )
+    .await
+}
+
+/// `inviter` invites `invitee`, who accepts; returns the DM's id.
+pub async fn accepted_dm(state: &AppState, inviter: &Person, invitee: &Person) -> Value {
+    let dm = call(
+        state,
+        Some(inviter),
+        "dm/invite",
+        json!({ "other_user_id": invitee.id }),
+    )
+    .await
+    .json();
+    call(
+        state,
+        Some(invitee),
+        "dm/accept",
+        json!({ "dm_id": dm["id"] }),
+    )
+    .await;
+    dm["id"].clone()
+}
+
+/// Ada and Bob with an ACTIVE DM; returns its id.
+pub async fn active(pool: &PgPool) -> (AppState, Person, Person, Value) {
+    let state = state(pool);
+    let (ada, bob) = (person(pool, "ada").await, person(pool, "bob").await);
+    let dm = accepted_dm(&state, &ada, &bob).await;
+    (state, ada, bob, dm)
+}
+
+/// `POST /api/messages/send` as `who`.
+pub async fn send_message(
+    state: &AppState,
+    who: &Person,
+    dm: &Value,
+    body: &str,
+    client_id: Uuid,
+) -> Reply {
+    call(
+        state,
+        Some(who),
+        "messages/send",
+        json!({ "dm_id": dm, "body": body, "client_id": client_id }),
     )
     .await
 }
