@@ -303,6 +303,42 @@ test("search finds an old message and opens the conversation at it", async ({ br
   await bob.context.close();
 });
 
+test("search this conversation finds only its messages and shows the one chosen", async ({ browser }) => {
+  const ada = await person(browser, "ada");
+  const bob = await person(browser, "bob");
+  const cy = await person(browser, "cy");
+  await activeDm(ada, bob);
+  await sendMessage(bob, "The spare key is with the neighbour");
+  for (let n = 0; n < 8; n++) await sendMessage(bob, `later ${n}`);
+  // The same word in another of Ada's DMs is not found here.
+  await activeDm(ada, cy);
+  await sendMessage(cy, "My key is lost");
+
+  await openChat(ada, bob);
+  const box = ada.page.getByRole("searchbox", { name: "Search this conversation" });
+  await box.fill("key");
+  await box.press("Enter");
+  const results = ada.page.getByRole("list", { name: "Results in this conversation" });
+  await expect(results.getByRole("link")).toHaveCount(1);
+  await expect(results.getByRole("link")).toContainText(`${bob.username}The spare key is with the neighbour`);
+  await expect(results.locator("mark")).toHaveText("key");
+  await results.getByRole("link").click();
+  await expect(results).toBeHidden();
+  const found = ada.page
+    .getByRole("list", { name: "Messages" })
+    .getByRole("listitem")
+    .filter({ hasText: "The spare key is with the neighbour" });
+  await expect(found).toBeFocused();
+  await expect(found).toBeInViewport();
+
+  await box.fill("nothing like this");
+  await box.press("Enter");
+  await expect(ada.page.getByText("No messages found.")).toBeVisible();
+  await ada.page.getByRole("link", { name: "Close search" }).click();
+  await expect(ada.page.getByText("No messages found.")).toBeHidden();
+  for (const who of [ada, bob, cy]) await who.context.close();
+});
+
 test("a web address in a message is a link that opens in a new tab", async ({ browser }) => {
   const ada = await person(browser, "ada");
   const bob = await person(browser, "bob");

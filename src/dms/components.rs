@@ -19,7 +19,10 @@ use crate::{
         avatar::Avatar, last_seen::LastSeen, load_error::LoadError, notify::NotificationsButton,
     },
     error::AppError,
-    messages::components::{Conversation, ThreadState, first_page},
+    messages::{
+        components::{Conversation, ThreadState, first_page},
+        search,
+    },
     realtime::{Event, Live},
     users::get_user,
 };
@@ -471,6 +474,32 @@ pub fn ChatPage() -> impl IntoView {
     // it, so it works without WASM too).
     let query = use_query_map();
     let confirming = move || query.read().get("confirm").as_deref() == Some("block");
+    // `?search=…`: Search this conversation's query and its results.
+    let searching = Resource::new(
+        move || {
+            (
+                other_id(),
+                query
+                    .read()
+                    .get(search::IN_DM)
+                    .filter(|q| !q.trim().is_empty()),
+            )
+        },
+        move |(id, find)| async move {
+            let (Some(id), Some(find)) = (id, find) else {
+                return None;
+            };
+            if !signed_in(info).await {
+                return None;
+            }
+            let results = match get_dm(id).await {
+                Ok(Some(dm)) => search::in_dm(find.clone(), dm.id).await,
+                Ok(None) => Err(AppError::NotFound),
+                Err(error) => Err(error),
+            };
+            Some((find, results))
+        },
+    );
     // Keyboard focus: into the dialog when it opens (on Cancel), back to
     // the Block button that opened it when it closes. Escape closes it.
     let cancel_ref = NodeRef::<leptos::html::Button>::new();
@@ -636,6 +665,7 @@ pub fn ChatPage() -> impl IntoView {
                     }
                 };
                 let is_blocked = blocked.await.unwrap_or(false);
+                let found = searching.await;
                 let my_view = MyView::of(dm.as_ref(), me.id);
                 // Presence only across an ACTIVE DM.
                 let presence = my_view == MyView::Active && !is_blocked;
@@ -720,7 +750,12 @@ pub fn ChatPage() -> impl IntoView {
                     MyView::Active => {
                         let dm_id = dm.as_ref().map(|d| d.id).unwrap_or_default();
                         let first = first.unwrap_or(Err(crate::error::AppError::NotFound));
+                        let results = found
+                            .map(|(find, results)| {
+                                search::conversation_results(results, &find, me.id, &other)
+                            });
                         view! {
+                            {results}
                             <Conversation dm_id other=other.clone() me=me.id state=thread first />
                         }
                             .into_any()
@@ -800,6 +835,8 @@ pub fn ChatPage() -> impl IntoView {
                             <span class="username">"@" {other.username.clone()}</span>
                             <LastSeen user=other.id presence />
                             <span class="spacer"></span>
+                            {(my_view == MyView::Active && !is_blocked)
+                                .then(|| view! { <search::ConversationSearchForm /> })}
                             {mute_button}
                             {(!is_blocked)
                                 .then(|| {

@@ -647,10 +647,15 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
     // `?at=SEQ` (a search result) and a reply's quote: the history back to
     // message SEQ is loaded, however old it is, and the message is shown,
     // marked and focused.
-    let found = leptos_router::hooks::use_query_map()
-        .with_untracked(|q| q.get("at").and_then(|at| at.parse::<i64>().ok()))
-        .filter(|at| *at >= 1);
-    let marked = RwSignal::new(found);
+    let query = leptos_router::hooks::use_query_map();
+    let wanted = Memo::new(move |_| {
+        query
+            .read()
+            .get("at")
+            .and_then(|at| at.parse::<i64>().ok())
+            .filter(|at| *at >= 1)
+    });
+    let marked = RwSignal::new(wanted.get_untracked());
     let show_at = move |at: i64| {
         marked.set(Some(at));
         leptos::task::spawn_local(async move {
@@ -672,7 +677,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         });
     };
     Effect::new(move |_| {
-        if let Some(at) = found {
+        if let Some(at) = wanted.get() {
             show_at(at);
         }
     });

@@ -1,7 +1,8 @@
 //! The sidebar's **Search messages**: a `GET` form (`?find=…`, so it works
 //! before and without the WASM bundle) and its results, each a link to the
 //! conversation at that message (`/chat/{user_id}?at={seq}`), with the
-//! words that matched marked.
+//! words that matched marked. The chat page's **Search this conversation**
+//! does the same within the open DM (`?search=…`).
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
@@ -10,6 +11,9 @@ use super::{SearchHit, search_messages};
 use crate::{
     auth::{SessionInfo, components::Session},
     components::{avatar::Avatar, load_error::LoadError},
+    error::AppError,
+    ids::{DmId, UserId},
+    users::User,
 };
 
 /// One piece of a result's text: `true` for a word the search matched.
@@ -110,13 +114,87 @@ pub fn MessageSearch() -> impl IntoView {
     }
 }
 
-fn result_row(hit: SearchHit, find: &str) -> impl IntoView {
-    let SearchHit {
-        message,
-        other_user,
-    } = hit;
-    let href = format!("/chat/{}?at={}", other_user.id, message.seq);
-    let pieces = highlight(&message.body, find)
+/// The chat page's query parameter for a search in the open DM.
+pub const IN_DM: &str = "search";
+
+/// Searches DM `dm_id` for `query` (see [`search_messages`]).
+///
+/// # Errors
+/// As [`search_messages`].
+pub async fn in_dm(query: String, dm_id: DmId) -> Result<Vec<SearchHit>, AppError> {
+    search_messages(query, Some(dm_id), None).await
+}
+
+/// **Search this conversation**, for the chat page's header: a `GET` form
+/// (`?search=…`) that the router submits without a reload once hydrated.
+#[component]
+pub fn ConversationSearchForm() -> impl IntoView {
+    let value = move || use_query_map().read().get(IN_DM).unwrap_or_default();
+    view! {
+        <leptos_router::components::Form method="GET" action="" attr:role="search" attr:class="search in-dm">
+            <input
+                type="search"
+                name=IN_DM
+                aria-label="Search this conversation"
+                maxlength="100"
+                placeholder="Search this conversation"
+                prop:value=value
+            />
+        </leptos_router::components::Form>
+    }
+}
+
+/// The results of **Search this conversation**, newest first, each a link
+/// to the message in the thread (`?at={seq}`, which also closes them);
+/// **Close search** goes back to the conversation.
+pub fn conversation_results(
+    results: Result<Vec<SearchHit>, AppError>,
+    query: &str,
+    me: UserId,
+    other: &User,
+) -> impl IntoView + use<> {
+    let close = format!("/chat/{}", other.id);
+    let body = match results {
+        Ok(hits) if hits.is_empty() => {
+            view! { <p class="muted">"No messages found."</p> }.into_any()
+        }
+        Ok(hits) => view! {
+            <ul class="list" aria-label="Results in this conversation">
+                {hits
+                    .into_iter()
+                    .map(|hit| {
+                        let who = if hit.message.sender_id == me {
+                            "You".to_owned()
+                        } else {
+                            other.display_name()
+                        };
+                        let href = format!("/chat/{}?at={}", other.id, hit.message.seq);
+                        view! {
+                            <li>
+                                <a href=href>
+                                    <span class="name">{who}</span>
+                                    <span class="preview">{marked(&hit.message.body, query)}</span>
+                                </a>
+                            </li>
+                        }
+                    })
+                    .collect_view()}
+            </ul>
+        }
+        .into_any(),
+        Err(error) => view! { <LoadError what="The search failed." error /> }.into_any(),
+    };
+    view! {
+        <section class="in-dm-results" aria-label="Search results">
+            {body}
+            <a href=close class="close-search">"Close search"</a>
+        </section>
+    }
+}
+
+/// `text` with the words of `query` marked.
+fn marked(text: &str, query: &str) -> impl IntoView + use<> {
+    highlight(text, query)
         .into_iter()
         .map(|(text, matched)| {
             if matched {
@@ -125,7 +203,16 @@ fn result_row(hit: SearchHit, find: &str) -> impl IntoView {
                 text.into_any()
             }
         })
-        .collect_view();
+        .collect_view()
+}
+
+fn result_row(hit: SearchHit, find: &str) -> impl IntoView {
+    let SearchHit {
+        message,
+        other_user,
+    } = hit;
+    let href = format!("/chat/{}?at={}", other_user.id, message.seq);
+    let pieces = marked(&message.body, find);
     view! {
         <li>
             <a href=href>
