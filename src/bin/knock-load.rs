@@ -6,7 +6,8 @@
 //! ```text
 //! knock-load [--server target/release/knock] [--users 64] [--senders 2,64,256]
 //!            [--rate MSGS_PER_S] [--duration 10] [--max-messages 200000]
-//!            [--streams 1000,10000] [--fanout 10000] [--render 200] [--pgbench]
+//!            [--streams 1000,10000] [--fanout 10000] [--render 200]
+//!            [--search-messages 100000] [--searches 200] [--pgbench]
 //!            [--check]
 //! ```
 //! `--check` exits with 1 if any message was lost, doubled, reordered or
@@ -386,6 +387,28 @@ async fn main_result() -> Result<bool, String> {
             "\nserver time to render a chat page with 50 messages ({renders} requests), p50 / p95 / p99 / max ms: {}",
             row(&latency)
         );
+    }
+
+    let search_messages: u64 = args.get("search-messages", 0)?;
+    if search_messages > 0 {
+        let searches: usize = args.get("searches", 200)?;
+        let client = load::client(64).map_err(|e| e.to_string())?;
+        let population = load::populate(&client, &target, 2)
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let figures = load::search(&client, &target, &population, search_messages, searches)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "\nmessage search in one person's DM of {search_messages} messages (sent in {:.0} s), {searches} searches each:",
+            started.elapsed().as_secs_f64()
+        );
+        println!("\n| query | results | p50 ms | p95 ms | p99 ms | max ms |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for ((what, query), (found, latency)) in load::SEARCHES.iter().zip(&figures) {
+            println!("| {what}: `{query}` | {found} | {} |", row(latency));
+        }
     }
 
     if args.flag("pgbench") {

@@ -384,6 +384,101 @@ pub async fn render_chat(
     Ok(latency)
 }
 
+/// The words the search benchmark's messages are made of, the most
+/// frequent first.
+const WORDS: [&str; 64] = [
+    "the", "and", "you", "to", "it", "is", "that", "for", "we", "on", "at", "have", "be", "this",
+    "with", "are", "do", "not", "can", "what", "will", "so", "but", "just", "get", "about", "time",
+    "see", "know", "tomorrow", "lunch", "meeting", "train", "coffee", "tonight", "weekend", "call",
+    "later", "dinner", "movie", "office", "flat", "keys", "party", "birthday", "station", "ticket",
+    "holiday", "garden", "bike", "rain", "concert", "recipe", "museum", "library", "market",
+    "invoice", "dentist", "airport", "bakery", "harbour", "violin", "glacier", "origami",
+];
+
+/// The words of the benchmark's `n`th message: 6 to 15 of [`WORDS`], the
+/// earlier ones far more often (about a cube law), and in one message of
+/// 1,000 the rare word `flowerpot`.
+pub fn search_text(n: u64) -> String {
+    // A fixed pseudo-random sequence (SplitMix64), the same every run.
+    let mut state = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    };
+    let count = 6 + (next() * 10.0) as usize;
+    let mut words: Vec<&str> = (0..count)
+        .map(|_| WORDS[((next().powi(3)) * WORDS.len() as f64) as usize % WORDS.len()])
+        .collect();
+    if n % 1000 == 7 {
+        words.push("flowerpot");
+    }
+    words.join(" ")
+}
+
+/// The search benchmark's queries: what each one is, and its text.
+pub const SEARCHES: [(&str, &str); 5] = [
+    ("the most frequent word", "the"),
+    ("a word in about one message of ten", "coffee"),
+    ("a rare word (one message of 1,000)", "flowerpot"),
+    ("two words", "lunch tomorrow"),
+    ("a word in no message", "zeppelin"),
+];
+
+/// Sends `messages` messages of [`search_text`] in the first DM of
+/// `population` (from both members, `concurrency` at a time), then runs
+/// each of [`SEARCHES`] `searches` times as its first user, one after
+/// another: for each, the results of the last run and the time from the
+/// request to the whole answer, µs.
+///
+/// # Errors
+/// [`LoadError::Setup`] when a request fails.
+pub async fn search(
+    client: &reqwest::Client,
+    target: &Target,
+    population: &Population,
+    messages: u64,
+    searches: usize,
+) -> Result<Vec<(usize, Histogram<u64>)>, LoadError> {
+    let dm = population.dms[0];
+    let members = [&population.users[0], &population.users[1]];
+    stream::iter(0..messages)
+        .map(|n| {
+            let sender = members[(n % 2) as usize];
+            let body = json!({ "dm_id": dm, "body": search_text(n), "client_id": Uuid::new_v4() });
+            call(client, &target.base, &sender.token, "messages/send", body)
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .map(|sent| sent.map(|_| ()).map_err(|e| setup("send", e)))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut figures = Vec::new();
+    for (_, query) in SEARCHES {
+        let mut latency = Histogram::new(3).expect("3 significant figures");
+        let mut found = 0;
+        for _ in 0..searches {
+            let asked = Instant::now();
+            let hits = call(
+                client,
+                &target.base,
+                &members[0].token,
+                "messages/search",
+                json!({ "query": query }),
+            )
+            .await
+            .map_err(|e| setup("search", e))?;
+            let _ = latency.record(asked.elapsed().as_micros() as u64);
+            found = hits.as_array().map_or(0, Vec::len);
+        }
+        figures.push((found, latency));
+    }
+    Ok(figures)
+}
+
 /// One `message` event as a stream saw it.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
