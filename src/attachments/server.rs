@@ -158,7 +158,7 @@ fn refused(error: &image::ImageError) -> AppError {
 /// 400 for a malformed form, a missing field or a file that is not an
 /// image (see [`process`]); 413 over [`MAX_BYTES`]; 401 without a
 /// session; 404 when the DM is not `me`'s; 409 when it is not ACTIVE or
-/// the other member deleted their account; 403 when they blocked `me`;
+/// the other member deleted their account; 403 across a block either way;
 /// 429 past the message rate.
 #[tracing::instrument(skip_all, fields(me = %me.id))]
 pub async fn upload(
@@ -244,34 +244,24 @@ fn form_error(error: axum::extract::multipart::MultipartError) -> AppError {
     }
 }
 
-/// Whether `me` may add an image to DM `dm_id`: the same rules as sending.
+/// Whether `me` may add an image to DM `dm_id`: a member of it, ACTIVE,
+/// the other member still there, and no block between the two (as for
+/// reactions).
 async fn check_member(state: &AppState, me: UserId, dm_id: DmId) -> Result<(), AppError> {
-    let row = sqlx::query!(
-        r#"SELECT d.status AS "status: DmStatus", u.deleted_at IS NOT NULL AS "other_gone!",
-                  EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = o.user_id AND b.blocked_id = $2)
-                    AS "blocked!"
-           FROM dms d
-           JOIN dm_members m ON m.dm_id = d.id AND m.user_id = $2
-           JOIN dm_members o ON o.dm_id = d.id AND o.user_id <> $2
-           JOIN users u ON u.id = o.user_id
-           WHERE d.id = $1"#,
-        dm_id as DmId,
-        me as UserId,
-    )
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(AppError::NotFound)?;
-    if row.status != DmStatus::Active {
+    let other = crate::dms::server::other_member(&state.pool, me, dm_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if other.status != DmStatus::Active {
         return Err(AppError::Conflict(
             "Images can be sent once both have accepted.".into(),
         ));
     }
-    if row.other_gone {
+    if other.deleted {
         return Err(AppError::Conflict(
             "This conversation is read-only: the other person deleted their account.".into(),
         ));
     }
-    if row.blocked {
+    if other.blocked {
         return Err(AppError::Forbidden);
     }
     Ok(())
