@@ -413,3 +413,67 @@ async fn an_image_is_sent_once_by_its_uploader_and_goes_with_its_message(pool: P
     assert_eq!(listed[0].get("attachment"), None);
     assert_eq!(listed[0]["deleted"], true);
 }
+
+#[sqlx::test]
+async fn with_an_object_store_the_bytes_live_there_and_go_with_the_message(pool: PgPool) {
+    let (mut state, ada, bob, dm) = active(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    state.images = Some(
+        knock::attachments::store::ImageStore::from_url(&format!(
+            "file://{}/images",
+            dir.path().display()
+        ))
+        .unwrap(),
+    );
+    let attachment = upload(&state, &ada, &dm, &jpeg(400, 100, None))
+        .await
+        .json();
+    let id = attachment["id"].as_str().unwrap().to_owned();
+    // The row keeps no bytes; the directory has the image and thumbnail.
+    let in_row: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM attachments WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(in_row, None);
+    let files = dir.path().join("images");
+    assert!(files.join(&id).is_file() && files.join(format!("{id}.thumbnail")).is_file());
+
+    let (status, data, _) = get(&state, Some(&bob), &format!("/api/attachments/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(image::load_from_memory(&data).unwrap().width(), 400);
+    let (status, small, _) = get(
+        &state,
+        Some(&bob),
+        &format!("/api/attachments/{id}/thumbnail"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(image::load_from_memory(&small).unwrap().width(), 320);
+
+    let sent = call(
+        &state,
+        Some(&ada),
+        "messages/send",
+        json!({ "dm_id": dm, "body": "", "client_id": Uuid::new_v4(), "attachment_id": id }),
+    )
+    .await
+    .json();
+    call(
+        &state,
+        Some(&ada),
+        "messages/delete",
+        json!({ "message_id": sent["id"] }),
+    )
+    .await;
+    assert!(!files.join(&id).exists() && !files.join(format!("{id}.thumbnail")).exists());
+    assert_eq!(stored(&pool).await, 0);
+}
+
+#[test]
+fn an_attachment_store_that_is_no_url_or_unknown_is_refused() {
+    use knock::attachments::store::ImageStore;
+    assert!(ImageStore::from_url("not a url").is_err());
+    assert!(ImageStore::from_url("ftp://example.test/images").is_err());
+}

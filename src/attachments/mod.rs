@@ -7,6 +7,8 @@
 pub mod components;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod store;
 
 /// The largest image one upload may carry, in bytes (10 MiB); one byte
 /// more is refused with 413.

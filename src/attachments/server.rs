@@ -24,7 +24,7 @@ use image::{
     DynamicImage, ImageFormat, ImageReader, codecs::jpeg::JpegEncoder, metadata::Orientation,
 };
 
-use super::{MAX_BYTES, THUMBNAIL_SIDE};
+use super::{MAX_BYTES, THUMBNAIL_SIDE, store::ImageStore};
 use crate::{
     auth::server::CurrentUser,
     dms::DmStatus,
@@ -208,27 +208,52 @@ pub async fn upload(
             .map_err(|_| AppError::Internal)??
     };
     let id = AttachmentId::new_v4();
-    sqlx::query!(
+    let Processed {
+        content_type,
+        width,
+        height,
+        data,
+        thumbnail_content_type,
+        thumbnail,
+    } = processed;
+    // In the object store when there is one; the row then has no bytes.
+    let (data, thumbnail) = match &state.images {
+        Some(store) => {
+            store.put(id, data, thumbnail).await.map_err(|error| {
+                tracing::error!(%error, "could not store an image");
+                AppError::Unavailable
+            })?;
+            (None, None)
+        }
+        None => (Some(data), Some(thumbnail)),
+    };
+    let stored = sqlx::query!(
         "INSERT INTO attachments (id, dm_id, uploader_id, content_type, width, height, data,
                                   thumbnail_content_type, thumbnail)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         id as AttachmentId,
         dm_id as DmId,
         me.id as UserId,
-        processed.content_type,
-        processed.width as i32,
-        processed.height as i32,
-        processed.data,
-        processed.thumbnail_content_type,
-        processed.thumbnail,
+        content_type,
+        width as i32,
+        height as i32,
+        data,
+        thumbnail_content_type,
+        thumbnail,
     )
     .execute(&state.pool)
-    .await?;
+    .await;
+    if let Err(error) = stored {
+        if let Some(store) = &state.images {
+            store.delete(id).await;
+        }
+        return Err(error.into());
+    }
     Ok(Json(Attachment {
         id,
-        width: processed.width as i32,
-        height: processed.height as i32,
-        content_type: processed.content_type.to_owned(),
+        width: width as i32,
+        height: height as i32,
+        content_type: content_type.to_owned(),
     }))
 }
 
@@ -277,7 +302,7 @@ async fn fetch(
     let id: AttachmentId = id.parse().map_err(|_| AppError::NotFound)?;
     let row = sqlx::query!(
         r#"SELECT CASE WHEN $3 THEN a.thumbnail_content_type ELSE a.content_type END AS "content_type!",
-                  CASE WHEN $3 THEN a.thumbnail ELSE a.data END AS "bytes!"
+                  CASE WHEN $3 THEN a.thumbnail ELSE a.data END AS bytes
            FROM attachments a
            JOIN dm_members m ON m.dm_id = a.dm_id AND m.user_id = $2
            WHERE a.id = $1"#,
@@ -288,6 +313,17 @@ async fn fetch(
     .fetch_optional(&state.pool)
     .await?
     .ok_or(AppError::NotFound)?;
+    let bytes = match (row.bytes, &state.images) {
+        (Some(bytes), _) => axum::body::Bytes::from(bytes),
+        (None, Some(store)) => store.get(id, thumbnail).await.map_err(|error| {
+            tracing::error!(%error, %id, "could not read an image from its store");
+            AppError::Unavailable
+        })?,
+        (None, None) => {
+            tracing::error!(%id, "an image kept in an object store, with none configured");
+            return Err(AppError::Unavailable);
+        }
+    };
     Ok((
         [
             (header::CONTENT_TYPE, row.content_type),
@@ -298,7 +334,7 @@ async fn fetch(
             ),
             (header::CONTENT_DISPOSITION, "inline".to_owned()),
         ],
-        row.bytes,
+        bytes,
     ))
 }
 
@@ -331,17 +367,27 @@ pub async fn thumbnail(
 }
 
 /// Deletes images uploaded more than a day ago that no message carries
-/// (an upload whose send never came). Returns how many went.
+/// (an upload whose send never came), from `store` too. Returns how many
+/// went.
 ///
 /// # Errors
 /// The database error.
-pub async fn prune_unsent(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query!(
-        "DELETE FROM attachments a
-          WHERE a.created_at < now() - interval '1 day'
-            AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.attachment_id = a.id)"
+pub async fn prune_unsent(
+    pool: &sqlx::PgPool,
+    store: Option<&ImageStore>,
+) -> Result<u64, sqlx::Error> {
+    let gone = sqlx::query_scalar!(
+        r#"DELETE FROM attachments a
+            WHERE a.created_at < now() - interval '1 day'
+              AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.attachment_id = a.id)
+           RETURNING a.id AS "id: AttachmentId""#
     )
-    .execute(pool)
-    .await?
-    .rows_affected())
+    .fetch_all(pool)
+    .await?;
+    if let Some(store) = store {
+        for id in &gone {
+            store.delete(*id).await;
+        }
+    }
+    Ok(gone.len() as u64)
 }

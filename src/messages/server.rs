@@ -346,6 +346,8 @@ pub async fn edit(
     if other_gone {
         return Err(AppError::Conflict(READ_ONLY.into()));
     }
+    // The image a deletion removed: its bytes go after the commit.
+    let mut gone_image: Option<AttachmentId> = None;
     let message = match (&body, deleted) {
         (Some(_), true) => {
             return Err(AppError::Conflict(
@@ -402,6 +404,7 @@ pub async fn edit(
                 .execute(&mut *tx)
                 .await?;
             }
+            gone_image = attachment;
             message
         }
     };
@@ -417,6 +420,10 @@ pub async fn edit(
     .await?;
     let event = Event::Message(message.clone());
     realtime::commit_with_event(tx, &state.hub.wakeups, &members, Some(event)).await?;
+    // Its bytes, when an object store holds them, once the row is gone.
+    if let (Some(id), Some(store)) = (gone_image, &state.images) {
+        store.delete(id).await;
+    }
     Ok(message)
 }
 

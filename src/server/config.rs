@@ -103,6 +103,11 @@ pub struct KnockSettings {
     /// delivery is kept before it is deleted.
     #[serde(default = "default_webhook_retention_days")]
     pub webhook_retention_days: u32,
+    /// `KNOCK_ATTACHMENT_STORE`: where images are kept, when not in
+    /// Postgres: `s3://bucket/prefix` (configured by the `AWS_*` variables)
+    /// or `file:///path` (see [`crate::attachments::store`]).
+    #[serde(default)]
+    pub attachment_store: Option<String>,
     /// `KNOCK_ALLOW_DEV_AUTH`: `1` (or `true`) lets dev mode listen on a
     /// non-loopback address (anyone who reaches it can sign in as anyone).
     #[serde(default)]
@@ -228,6 +233,7 @@ const KNOCK_ENV: &[(&str, &str)] = &[
     ("KNOCK_MESSAGE_BURST", "message_burst"),
     ("KNOCK_MAX_STREAMS_PER_USER", "max_streams_per_user"),
     ("KNOCK_WEBHOOK_RETENTION_DAYS", "webhook_retention_days"),
+    ("KNOCK_ATTACHMENT_STORE", "attachment_store"),
     ("CLERK_PUBLISHABLE_KEY", "clerk.publishable_key"),
     ("CLERK_SECRET_KEY", "clerk.secret_key"),
     ("CLERK_JWT_KEY", "clerk.jwt_key"),

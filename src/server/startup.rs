@@ -52,6 +52,9 @@ pub enum StartupError {
     /// The session keys could not be loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// `KNOCK_ATTACHMENT_STORE` names no store Knock supports.
+    #[error("invalid setting KNOCK_ATTACHMENT_STORE: {0}")]
+    AttachmentStore(String),
     /// `CLERK_WEBHOOK_SIGNING_SECRET` is not a Svix secret.
     #[error("invalid setting CLERK_WEBHOOK_SIGNING_SECRET: {0}")]
     WebhookSecret(String),
@@ -104,6 +107,12 @@ impl Application {
             )),
             None => None,
         };
+        let images = knock
+            .attachment_store
+            .as_deref()
+            .map(crate::attachments::store::ImageStore::from_url)
+            .transpose()
+            .map_err(StartupError::AttachmentStore)?;
         let database = Database::connect(knock).await?;
         let addr = settings.site_addr();
         let listener = match TcpListener::bind(addr).await {
@@ -114,7 +123,7 @@ impl Application {
             }
         };
         let tasks = BackgroundTasks::default();
-        let state = AppState::new(
+        let mut state = AppState::new(
             &settings,
             database.pool.clone(),
             Arc::new(auth),
@@ -122,6 +131,7 @@ impl Application {
             clerk_api,
             &tasks,
         );
+        state.images = images;
         state.spawn_background(&tasks, knock);
         Ok(Self {
             listener,

@@ -52,6 +52,8 @@ pub struct AppState {
     /// Uploaded images decoded at once: one per core, so that uploads
     /// take turns rather than memory and every core.
     pub image_work: Arc<tokio::sync::Semaphore>,
+    /// Where images are kept when not in Postgres (`KNOCK_ATTACHMENT_STORE`).
+    pub images: Option<crate::attachments::store::ImageStore>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -101,6 +103,7 @@ impl AppState {
             image_work: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
+            images: None,
         }
     }
 
@@ -123,12 +126,14 @@ impl AppState {
             "event log pruning",
             crate::realtime::server::prune_forever(pool.clone()),
         );
-        let images = pool.clone();
+        let (images, store) = (pool.clone(), self.images.clone());
         tasks.spawn("unsent image pruning", async move {
             let mut ticks = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 ticks.tick().await;
-                if let Err(error) = crate::attachments::server::prune_unsent(&images).await {
+                if let Err(error) =
+                    crate::attachments::server::prune_unsent(&images, store.as_ref()).await
+                {
                     tracing::warn!(%error, "could not prune unsent images");
                 }
             }
