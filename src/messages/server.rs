@@ -453,6 +453,15 @@ pub async fn search(
             "A search can have at most {MAX_SEARCH_CHARS} characters."
         )));
     }
+    // Each of my DMs' newest matches (at most a page), then the newest of
+    // those: in one DM the planner can walk the newest messages when the
+    // words are common, or take the text index when they are rare. Only
+    // the words tell which, so the statement is planned for them each time,
+    // never with a shared plan.
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query!(
         r#"SELECT m.id AS "id: MessageId", m.dm_id AS "dm_id: DmId", m.seq,
                   m.sender_id AS "sender_id: UserId", m.body, m.client_id,
@@ -465,10 +474,12 @@ pub async fn search(
            FROM dm_members me
            JOIN dms d ON d.id = me.dm_id AND d.status = 'ACTIVE'
            JOIN users u ON u.id = CASE WHEN d.user_a_id = $1 THEN d.user_b_id ELSE d.user_a_id END
-           JOIN messages m ON m.dm_id = d.id
+           CROSS JOIN LATERAL (
+               SELECT * FROM messages m
+                WHERE m.dm_id = d.id AND m.search @@ websearch_to_tsquery('simple', $2)
+                  AND m.deleted_at IS NULL AND ($4::timestamptz IS NULL OR m.created_at < $4)
+                ORDER BY m.seq DESC LIMIT $5) m
            WHERE me.user_id = $1 AND ($3::uuid IS NULL OR d.id = $3)
-             AND m.search @@ websearch_to_tsquery('simple', $2) AND m.deleted_at IS NULL
-             AND ($4::timestamptz IS NULL OR m.created_at < $4)
              AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = u.id)
            ORDER BY m.created_at DESC, m.id
            LIMIT $5"#,
@@ -478,8 +489,9 @@ pub async fn search(
         before,
         super::SEARCH_PAGE,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     if rows.is_empty()
         && let Some(dm_id) = dm_id
         && crate::dms::server::other_member(pool, me, dm_id)
