@@ -245,6 +245,8 @@ test("a reaction shows up live on the other side, with who reacted, and toggles"
   await messageOf(ada).getByLabel("React", { exact: true }).click();
   await messageOf(ada).getByRole("button", { name: "React with 👍" }).click();
   await expect(messageOf(ada).getByRole("button", { name: "👍 1: you" })).toHaveAttribute("aria-pressed", "true");
+  // The focus stays on what was chosen, though the row is drawn anew.
+  await expect(messageOf(ada).getByRole("button", { name: "👍 1: you" })).toBeFocused();
   // Bob's page shows it at once, with who it was.
   const onBob = messageOf(bob).getByRole("button", { name: `👍 1: ${ada.username}` });
   await expect(onBob).toHaveAttribute("aria-pressed", "false");

@@ -723,12 +723,19 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
     // Reactions need the WASM bundle: their buttons wait for hydration.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
-    let react_to = move |id: MessageId, emoji: &'static str| {
+    // The message's row is drawn anew with its reactions: a keyboard user
+    // who reacted keeps the focus on that reaction (or on **React** once
+    // it is gone).
+    let react_to = move |id: MessageId, seq: i64, emoji: &'static str| {
+        let had_focus = browser::focus_within(seq);
         leptos::task::spawn_local(async move {
             match react(id, emoji.to_owned()).await {
                 Ok(reactions) => {
                     set_reactions(messages, id, reactions);
                     problem.try_set(None);
+                    if had_focus {
+                        browser::focus_reaction(seq, emoji);
+                    }
                 }
                 Err(error) => {
                     problem.try_set(Some(format!("Could not react: {error}")));
@@ -908,9 +915,10 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                                     aria-label=label.clone()
                                     title=label
                                     disabled=move || !hydrated.get()
+                                    data-emoji=r.emoji.clone()
                                     on:click=move |_| {
                                         if let Some(emoji) = emoji {
-                                            react_to(id, emoji);
+                                            react_to(id, seq, emoji);
                                         }
                                     }
                                 >
@@ -928,7 +936,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                                             type="button"
                                             aria-label=format!("React with {emoji}")
                                             disabled=move || !hydrated.get()
-                                            on:click=move |_| react_to(id, emoji)
+                                            on:click=move |_| react_to(id, seq, emoji)
                                         >
                                             {emoji}
                                         </button>
@@ -1064,6 +1072,34 @@ mod browser {
         });
     }
 
+    /// Whether the keyboard focus is in message `seq`'s row.
+    pub fn focus_within(seq: i64) -> bool {
+        let active = document().active_element();
+        document()
+            .get_element_by_id(&format!("m{seq}"))
+            .zip(active)
+            .is_some_and(|(row, active)| row.contains(Some(&active)))
+    }
+
+    /// After the next frame, focuses message `seq`'s reaction `emoji`, or
+    /// its **React** when that reaction is gone.
+    pub fn focus_reaction(seq: i64, emoji: &str) {
+        let selectors = [
+            format!("#m{seq} button.reaction[data-emoji=\"{emoji}\"]"),
+            format!("#m{seq} .react-picker summary"),
+        ];
+        request_animation_frame(move || {
+            let target = selectors
+                .iter()
+                .find_map(|selector| document().query_selector(selector).ok().flatten());
+            if let Some(el) = target
+                .and_then(|el| wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(el).ok())
+            {
+                let _ = el.focus();
+            }
+        });
+    }
+
     /// Moves the keyboard focus into the composer's text box, after the
     /// next frame.
     pub fn focus_textbox(textbox: NodeRef<Textarea>) {
@@ -1165,6 +1201,10 @@ mod browser {
 
     pub fn focus_composer(_: NodeRef<Textarea>) {}
     pub fn focus_textbox(_: NodeRef<Textarea>) {}
+    pub fn focus_within(_: i64) -> bool {
+        false
+    }
+    pub fn focus_reaction(_: i64, _: &str) {}
     pub fn show_message(_: i64) {}
 
     pub fn visible() -> bool {
