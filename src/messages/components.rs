@@ -197,6 +197,13 @@ pub struct ThreadState {
     replying: RwSignal<Option<ReplyTo>>,
     /// The image the next send carries.
     uploads: Uploads,
+    /// What the rows of the thread read as they are drawn: the other
+    /// member's name, whether the page has hydrated, and the message
+    /// marked by `?at=`. Kept here, beside the messages, rather than in the
+    /// thread's view: a view being replaced can still draw a row.
+    other_name: RwSignal<String>,
+    hydrated: RwSignal<bool>,
+    marked: RwSignal<Option<i64>>,
 }
 
 impl ThreadState {
@@ -217,6 +224,9 @@ impl ThreadState {
             sending: StoredValue::new(false),
             replying: RwSignal::new(None),
             uploads: Uploads::new(),
+            other_name: RwSignal::new(String::new()),
+            hydrated: RwSignal::new(false),
+            marked: RwSignal::new(None),
         }
     }
 
@@ -343,8 +353,12 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         sending,
         replying,
         uploads,
+        hydrated,
+        marked,
         ..
     } = state;
+    state.other_name.set(other.display_name());
+    let other_name_stored = state.other_name;
     // A failed edit, delete or read position, said in an alert.
     let problem = RwSignal::new(None::<String>);
     let last_typing = StoredValue::new(0f64);
@@ -655,7 +669,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             .and_then(|at| at.parse::<i64>().ok())
             .filter(|at| *at >= 1)
     });
-    let marked = RwSignal::new(wanted.get_untracked());
+    marked.set(wanted.get_untracked());
     let show_at = move |at: i64| {
         marked.set(Some(at));
         leptos::task::spawn_local(async move {
@@ -721,7 +735,6 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
     };
 
     // Reactions need the WASM bundle: their buttons wait for hydration.
-    let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
     // The message's row is drawn anew with its reactions: a keyboard user
     // who reacted keeps the focus on that reaction (or on **React** once
@@ -743,7 +756,6 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             }
         });
     };
-    let other_name_stored = StoredValue::new(other_name.clone());
     // An image pasted into the composer or dropped on the conversation is
     // uploaded as **Attach image** would.
     let on_paste = move |ev: ev::ClipboardEvent| {
@@ -769,7 +781,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
         let who = if r.sender_id == me {
             "You".to_owned()
         } else {
-            other_name_stored.get_value()
+            other_name_stored.get_untracked()
         };
         let text = if r.deleted {
             "Message deleted".to_owned()
@@ -894,7 +906,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
                         </form>
                     </Show>
                     {(!message.deleted).then(|| {
-                        let other_name = other_name_stored.get_value();
+                        let other_name = other_name_stored.get_untracked();
                         let chosen = message.reactions.0.clone().into_iter().map(|r| {
                             let emoji = REACTIONS.iter().copied().find(|e| *e == r.emoji);
                             let mine = r.user_ids.contains(&me);
@@ -999,7 +1011,7 @@ fn Thread(dm_id: DmId, other: User, me: UserId, state: ThreadState) -> impl Into
             </p>
         </div>
         {move || replying.get().map(|r| {
-            let who = if r.sender_id == me { "yourself".to_owned() } else { other_name_stored.get_value() };
+            let who = if r.sender_id == me { "yourself".to_owned() } else { other_name_stored.get_untracked() };
             let text = if r.excerpt.is_empty() { "Image".to_owned() } else { r.excerpt };
             view! {
                 <div class="replying">
