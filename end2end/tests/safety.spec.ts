@@ -15,6 +15,8 @@ for (const javaScriptEnabled of [true, false]) {
     const bob = await person(browser, "bob");
     await activeDm(bob, ada);
     await sendMessage(bob, "before the block");
+    // Stored before Ada's page is rendered: without JavaScript it never updates.
+    await expect(bob.page.getByRole("list", { name: "Messages" }).getByText("Sending…")).toHaveCount(0);
     await ada.page.reload();
     const adaMessages = ada.page.getByRole("list", { name: "Messages" });
     await expect(adaMessages.getByText("before the block")).toBeVisible();
