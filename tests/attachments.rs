@@ -266,32 +266,29 @@ async fn uploads_that_are_not_allowed_change_nothing(pool: PgPool) {
     )
     .await;
     let dm_text = dm.as_str().unwrap().to_owned();
+    let with_picture = |dm: &str| {
+        form(&[
+            ("dm_id", None, dm.as_bytes()),
+            ("file", Some("a.jpg"), &picture),
+        ])
+    };
     let cases: Vec<(&str, &Person, Vec<u8>, StatusCode)> = vec![
         (
             "not a member",
             &cy,
-            form(&[
-                ("dm_id", None, dm_text.as_bytes()),
-                ("file", Some("a.jpg"), &picture),
-            ]),
+            with_picture(&dm_text),
             StatusCode::NOT_FOUND,
         ),
         (
             "not ACTIVE",
             &ada,
-            form(&[
-                ("dm_id", None, invited.as_str().unwrap().as_bytes()),
-                ("file", Some("a.jpg"), &picture),
-            ]),
+            with_picture(invited.as_str().unwrap()),
             StatusCode::CONFLICT,
         ),
         (
             "blocked",
             &ada,
-            form(&[
-                ("dm_id", None, blocked.as_str().unwrap().as_bytes()),
-                ("file", Some("a.jpg"), &picture),
-            ]),
+            with_picture(blocked.as_str().unwrap()),
             StatusCode::FORBIDDEN,
         ),
         (
@@ -309,7 +306,7 @@ async fn uploads_that_are_not_allowed_change_nothing(pool: PgPool) {
         (
             "a dm_id that is no UUID",
             &ada,
-            form(&[("dm_id", None, b"nope"), ("file", Some("a.jpg"), &picture)]),
+            with_picture("nope"),
             StatusCode::BAD_REQUEST,
         ),
         (
