@@ -1,3 +1,4 @@
+import AxeBuilder from "@axe-core/playwright";
 import { type Browser, type BrowserContext, expect, type Page } from "@playwright/test";
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
@@ -39,15 +40,19 @@ export function watchErrors(page: Page, name: string): void {
   });
 }
 
-/** A new user, signed in (dev mode) in a browser context of their own. */
+/** A new user (`prefix` and a random suffix, or `username`), signed in
+ * (dev mode) in a browser context of their own. */
 export async function person(
   browser: Browser,
   prefix: string,
-  { javaScriptEnabled = true, baseURL }: { javaScriptEnabled?: boolean; baseURL?: string } = {},
+  {
+    javaScriptEnabled = true,
+    baseURL,
+    username = freshName(prefix),
+  }: { javaScriptEnabled?: boolean; baseURL?: string; username?: string } = {},
 ): Promise<Person> {
   const context = await browser.newContext({ javaScriptEnabled, ...(baseURL ? { baseURL } : {}) });
   const page = await context.newPage();
-  const username = freshName(prefix);
   watchErrors(page, username);
   await page.goto("/sign-in");
   await page.getByLabel("Username").fill(username);
@@ -173,4 +178,22 @@ export class OwnServer {
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
     this.dir = undefined;
   }
+}
+
+/** The rule sets of WCAG 2.0 and 2.1, levels A and AA. */
+const WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
+
+/**
+ * Runs axe-core on `page` as it is now: fails on any violation of impact
+ * serious or critical, and lists the others in the test output.
+ */
+export async function audit(page: Page, state: string): Promise<void> {
+  const { violations } = await new AxeBuilder({ page }).withTags(WCAG_AA).analyze();
+  const describe = (v: (typeof violations)[number]) =>
+    `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`;
+  for (const minor of violations.filter((v) => v.impact !== "serious" && v.impact !== "critical")) {
+    console.log(`[${state}] ${describe(minor)}`);
+  }
+  const blocking = violations.filter((v) => v.impact === "serious" || v.impact === "critical").map(describe);
+  expect(blocking, `serious or critical accessibility violations: ${state}`).toEqual([]);
 }

@@ -85,6 +85,13 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("sign-in") view=SignInPage ssr=SsrMode::InOrder />
                     <Route path=StaticSegment("blocked") view=BlockedPage ssr=SsrMode::InOrder />
                     <Route
+                        path=(StaticSegment("admin"), StaticSegment("jobs"))
+                        view=crate::jobs::components::JobsPage
+                        // Rendered whole before the head is sent, so that
+                        // a non-operator's 404 status can still be set.
+                        ssr=SsrMode::Async
+                    />
+                    <Route
                         path=(StaticSegment("chat"), ParamSegment("user_id"))
                         view=ChatPage
                         ssr=SsrMode::InOrder
@@ -109,9 +116,10 @@ fn HomePage() -> impl IntoView {
     }
 }
 
-/// Any unknown path: a 404 with a way back.
+/// Any unknown path (and a page the user may not see): a 404 with a way
+/// back.
 #[component]
-fn NotFound() -> impl IntoView {
+pub fn NotFound() -> impl IntoView {
     #[cfg(feature = "ssr")]
     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
         response.set_status(axum::http::StatusCode::NOT_FOUND);

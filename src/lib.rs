@@ -15,8 +15,11 @@ pub mod components;
 pub mod dms;
 pub mod error;
 pub mod ids;
+pub mod jobs;
 #[cfg(feature = "load")]
 pub mod load;
+#[cfg(feature = "ssr")]
+pub mod mail;
 pub mod messages;
 pub mod realtime;
 #[cfg(feature = "ssr")]

@@ -2,9 +2,12 @@
 //! graceful shutdown on SIGINT and SIGTERM.
 //!
 //! Operator commands (same settings, same database):
-//! - `knock webhooks failed`: list Clerk webhook events whose last attempt failed;
-//! - `knock webhooks retry [SVIX_ID]`: make those events (or one) due now; a
-//!   running server applies them within seconds.
+//! - `knock jobs failed`: list runs of background jobs whose last attempt
+//!   failed (retrying or failed);
+//! - `knock jobs retry [ID]`: make those runs (or one) due now; a running
+//!   server runs them within seconds;
+//! - `knock webhooks failed` / `knock webhooks retry [SVIX_ID]`: the same
+//!   for Clerk webhook deliveries, by `svix-id`.
 
 use std::process::ExitCode;
 
@@ -25,7 +28,8 @@ use knock::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: knock [webhooks failed | webhooks retry [SVIX_ID]]";
+const USAGE: &str =
+    "usage: knock [jobs failed | jobs retry [ID] | webhooks failed | webhooks retry [SVIX_ID]]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -49,6 +53,15 @@ async fn main() -> ExitCode {
         ["webhooks", "failed"] => webhooks(settings, None, false).await,
         ["webhooks", "retry"] => webhooks(settings, None, true).await,
         ["webhooks", "retry", svix_id] => webhooks(settings, Some(svix_id), true).await,
+        ["jobs", "failed"] => jobs(settings, None, false).await,
+        ["jobs", "retry"] => jobs(settings, None, true).await,
+        ["jobs", "retry", id] => match id.parse() {
+            Ok(id) => jobs(settings, Some(id), true).await,
+            Err(_) => {
+                eprintln!("{USAGE}");
+                ExitCode::from(2)
+            }
+        },
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
@@ -83,6 +96,54 @@ async fn webhooks(settings: Settings, svix_id: Option<&str>, retry: bool) -> Exi
             }
             println!("{} failed event(s)", events.len());
         })
+    };
+    database.close_for_command().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("knock: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `knock jobs failed` / `knock jobs retry [ID]`.
+async fn jobs(settings: Settings, id: Option<i64>, retry: bool) -> ExitCode {
+    use knock::jobs::{JobStatus, server::Filter};
+    let database = match Database::connect(&settings.knock).await {
+        Ok(database) => database,
+        Err(error) => {
+            eprintln!("knock: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pool = &database.pool;
+    let result = if retry {
+        knock::jobs::server::retry(pool, id, &Filter::default())
+            .await
+            .map(|n| println!("{n} run(s) due for another attempt"))
+    } else {
+        let filter = Filter {
+            statuses: vec![JobStatus::Failed, JobStatus::Retrying],
+            ..Filter::default()
+        };
+        knock::jobs::server::list(pool, &filter, i64::MAX)
+            .await
+            .map(|runs| {
+                for run in &runs {
+                    println!(
+                        "{}\t{}\t{}\t{}\tattempts={}/{}\t{}",
+                        run.id,
+                        run.kind.as_str(),
+                        run.subject,
+                        run.status.as_str(),
+                        run.attempts,
+                        run.max_attempts,
+                        run.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                println!("{} failed run(s)", runs.len());
+            })
     };
     database.close_for_command().await;
     match result {

@@ -146,10 +146,13 @@ async fn the_operator_lists_failed_webhook_events_and_makes_them_due(
         .connect_with(options.clone())
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO webhook_events (svix_id, event_type, payload, status, attempts, last_error, next_attempt_at)
-         VALUES ('msg_bad', 'user.created', '{}', 'failed', 3, 'bad user object', now() + interval '1 hour'),
-                ('msg_ok', 'user.created', '{}', 'done', 1, NULL, now())",
+    sqlx::raw_sql(
+        "INSERT INTO webhook_events (svix_id, event_type, payload)
+         VALUES ('msg_bad', 'user.created', '{}'), ('msg_ok', 'user.created', '{}');
+         INSERT INTO jobs (kind, subject, status, attempts, max_attempts, last_error, run_at, finished_at)
+         VALUES ('clerk_webhook', 'msg_bad', 'retrying', 3, 14, 'bad user object', now() + interval '1 hour', NULL),
+                ('clerk_webhook', 'msg_ok', 'done', 1, 14, NULL, now(), now()),
+                ('welcome_email', gen_random_uuid()::text, 'failed', 1, 8, 'refused for good: 550', now(), now());",
     )
     .execute(&pool)
     .await
@@ -168,13 +171,29 @@ async fn the_operator_lists_failed_webhook_events_and_makes_them_due(
     let (ok, stdout, stderr) = knock(&["webhooks", "retry", "msg_bad"], &env);
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("1 event(s)"), "{stdout}");
-    let due: bool = sqlx::query_scalar(
-        "SELECT next_attempt_at <= now() FROM webhook_events WHERE svix_id = 'msg_bad'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let due: bool =
+        sqlx::query_scalar("SELECT run_at <= now() FROM jobs WHERE subject = 'msg_bad'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(due);
+
+    // `knock jobs` sees every kind.
+    let (ok, stdout, stderr) = knock(&["jobs", "failed"], &env);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("welcome_email") && stdout.contains("refused for good: 550"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 failed run(s)"), "{stdout}");
+    let (ok, stdout, stderr) = knock(&["jobs", "retry"], &env);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("2 run(s)"), "{stdout}");
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'failed'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
 
     let (ok, _, stderr) = knock(&["webhooks", "explode"], &env);
     assert!(!ok && stderr.starts_with("usage:"), "{stderr}");

@@ -10,7 +10,7 @@ use axum::{
     http::{Request, StatusCode},
 };
 use common::{Reply, WEBHOOK_SECRET};
-use knock::{server::state::AppState, webhooks::worker};
+use knock::{jobs, server::state::AppState, webhooks::worker};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -101,8 +101,10 @@ async fn stored_events(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
+/// Runs every due job (webhook deliveries and the welcome emails they
+/// queue), as the job worker does.
 async fn process_all(pool: &PgPool) {
-    while worker::process_one(pool).await.unwrap() {}
+    while jobs::server::run_one(pool, &common::jobs()).await.unwrap() {}
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -126,8 +128,11 @@ async fn user_row(pool: &PgPool, clerk_id: &str) -> Option<Row> {
     .unwrap()
 }
 
+/// The status, attempts and last error of the delivery's run.
 async fn event_status(pool: &PgPool, svix_id: &str) -> (String, i32, Option<String>) {
-    sqlx::query_as("SELECT status, attempts, last_error FROM webhook_events WHERE svix_id = $1")
+    sqlx::query_as(
+        "SELECT status, attempts, last_error FROM jobs WHERE kind = 'clerk_webhook' AND subject = $1",
+    )
         .bind(svix_id)
         .fetch_one(pool)
         .await
@@ -475,7 +480,14 @@ async fn an_unknown_event_type_is_stored_acknowledged_and_ignored(pool: PgPool) 
     .await;
     assert_eq!(reply.status, StatusCode::OK);
     process_all(&pool).await;
-    assert_eq!(event_status(&pool, "msg_1").await.0, "ignored");
+    assert_eq!(event_status(&pool, "msg_1").await.0, "done");
+    let outcome: String = sqlx::query_scalar(
+        "SELECT steps -> 'apply' ->> 'outcome' FROM jobs WHERE subject = 'msg_1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "ignored: Knock does not use session.created");
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
         .fetch_one(&pool)
         .await
@@ -518,7 +530,7 @@ async fn a_failed_event_stays_visible_and_a_retry_applies_it(pool: PgPool) {
     .await;
     process_all(&pool).await;
     let (status, attempts, error) = event_status(&pool, "msg_1").await;
-    assert_eq!((status.as_str(), attempts), ("failed", 1));
+    assert_eq!((status.as_str(), attempts), ("retrying", 1));
     assert!(error.unwrap_or_default().contains("users are read-only"));
     let failed = worker::failed(&pool).await.unwrap();
     assert_eq!(
@@ -529,7 +541,7 @@ async fn a_failed_event_stays_visible_and_a_retry_applies_it(pool: PgPool) {
         ["msg_1"]
     );
     assert!(
-        !worker::process_one(&pool).await.unwrap(),
+        !jobs::server::run_one(&pool, &common::jobs()).await.unwrap(),
         "the retry waits for its backoff"
     );
 
@@ -819,12 +831,20 @@ async fn nobody_can_take_a_tombstone_username_ahead_of_time(pool: PgPool) {
 
 #[sqlx::test]
 async fn processed_deliveries_are_pruned_after_the_retention_and_failed_ones_stay(pool: PgPool) {
-    sqlx::query(
-        "INSERT INTO webhook_events (svix_id, event_type, payload, status, processed_at, last_error)
-         SELECT 'old_' || n, 'user.updated', '{}'::jsonb, 'done', now() - interval '8 days', NULL
+    sqlx::raw_sql(
+        "INSERT INTO webhook_events (svix_id, event_type, payload, processed_at)
+         SELECT 'old_' || n, 'user.updated', '{}'::jsonb, now() - interval '8 days'
            FROM generate_series(1, 2500) n
-         UNION ALL SELECT 'recent', 'user.updated', '{}', 'done', now() - interval '6 days', NULL
-         UNION ALL SELECT 'failed', 'user.updated', '{}', 'failed', NULL, 'boom'",
+         UNION ALL SELECT 'recent', 'user.updated', '{}', now() - interval '6 days'
+         UNION ALL SELECT 'failed', 'user.updated', '{}', NULL;
+         INSERT INTO jobs (kind, subject, status, max_attempts, finished_at, last_error)
+         SELECT 'clerk_webhook', svix_id,
+                CASE WHEN processed_at IS NULL THEN 'failed' ELSE 'done' END, 14,
+                COALESCE(processed_at, now() - interval '8 days'),
+                CASE WHEN processed_at IS NULL THEN 'boom' END
+           FROM webhook_events;
+         INSERT INTO jobs (kind, subject, status, max_attempts, finished_at)
+         VALUES ('welcome_email', gen_random_uuid()::text, 'done', 8, now() - interval '30 days');",
     )
     .execute(&pool)
     .await
@@ -836,4 +856,24 @@ async fn processed_deliveries_are_pruned_after_the_retention_and_failed_ones_sta
             .await
             .unwrap();
     assert_eq!(left, ["failed", "recent"]);
+    let runs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, subject FROM jobs WHERE kind = 'clerk_webhook' ORDER BY subject",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        runs.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        ["failed", "recent"],
+        "the runs of pruned deliveries go too"
+    );
+    let welcomes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'welcome_email'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        welcomes, 1,
+        "a welcome email's run stays: it keeps the email once per user"
+    );
 }

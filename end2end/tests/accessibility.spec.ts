@@ -1,26 +1,7 @@
-import AxeBuilder from "@axe-core/playwright";
-import { expect, type Page, test } from "@playwright/test";
-import { activeDm, expectNoPageErrors, openChat, person, png, sendMessage } from "../support";
+import { expect, test } from "@playwright/test";
+import { activeDm, audit, expectNoPageErrors, openChat, person, png, sendMessage } from "../support";
 
 test.afterEach(expectNoPageErrors);
-
-/** The rule sets of WCAG 2.0 and 2.1, levels A and AA. */
-const WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
-
-/**
- * Runs axe-core on `page` as it is now: fails on any violation of impact
- * serious or critical, and lists the others in the test output.
- */
-async function audit(page: Page, state: string): Promise<void> {
-  const { violations } = await new AxeBuilder({ page }).withTags(WCAG_AA).analyze();
-  const describe = (v: (typeof violations)[number]) =>
-    `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`;
-  for (const minor of violations.filter((v) => v.impact !== "serious" && v.impact !== "critical")) {
-    console.log(`[${state}] ${describe(minor)}`);
-  }
-  const blocking = violations.filter((v) => v.impact === "serious" || v.impact === "critical").map(describe);
-  expect(blocking, `serious or critical accessibility violations: ${state}`).toEqual([]);
-}
 
 const layouts = [
   { name: "desktop", viewport: { width: 1280, height: 720 } },

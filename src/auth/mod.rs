@@ -63,7 +63,7 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
     use crate::{
         error::respond,
         server::state::AppState,
-        users::server::{ClerkUser, normalise_username, upsert_from_clerk},
+        users::server::{ClerkEmailAddress, ClerkUser, normalise_username, upsert_from_clerk},
     };
     let state = AppState::current()?;
     if !state.auth.is_dev() {
@@ -79,8 +79,15 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
     let clerk_id = format!("dev_{username}");
     let existing = crate::users::server::find_by_clerk_id(&state.pool, &clerk_id).await?;
     if existing.is_none() {
+        // Dev users get an address under the reserved `.localhost` domain,
+        // so that their welcome email shows in the outbox.
         let user = ClerkUser {
             id: clerk_id.clone(),
+            primary_email_address_id: Some("dev".into()),
+            email_addresses: vec![ClerkEmailAddress {
+                id: "dev".into(),
+                email_address: format!("{username}@knock.localhost"),
+            }],
             username: Some(username),
             updated_at: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
             ..ClerkUser::default()

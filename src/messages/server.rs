@@ -87,6 +87,7 @@ pub async fn send(
     match (sent.outcome.as_str(), sent.message) {
         ("sent", Some(message)) => {
             state.hub.wakeups.wake();
+            state.metrics.messages_sent.inc();
             Ok(message)
         }
         // A retry after the first attempt committed: the same message.

@@ -706,6 +706,8 @@ struct StreamState {
     channel: broadcast::Receiver<Arc<Delivered>>,
     closing: watch::Receiver<bool>,
     _presence: Option<StreamGuard>,
+    /// Counts the stream in `/metrics` while it is open.
+    _open: crate::server::metrics::OpenStream,
 }
 
 /// The next event a stream sends, `None` when it ends (deadline, shutdown).
@@ -842,6 +844,7 @@ pub async fn events(
         channel,
         closing: state.hub.closing.subscribe(),
         _presence: Some(presence),
+        _open: state.metrics.stream_opened(),
     };
     let stream = futures::stream::unfold(start, move |mut st| {
         let pool = pool.clone();

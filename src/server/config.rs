@@ -108,6 +108,24 @@ pub struct KnockSettings {
     /// or `file:///path` (see [`crate::attachments::store`]).
     #[serde(default)]
     pub attachment_store: Option<String>,
+    /// `KNOCK_SMTP_URL`: the SMTP server for email, as a URL in lettre's
+    /// forms (`smtps://user:pass@host:465`, `smtp://host:587?tls=required`).
+    /// Unset: email is written to the outbox `{KNOCK_DATA_DIR}/outbox`.
+    #[serde(default)]
+    pub smtp_url: Option<SecretString>,
+    /// `KNOCK_MAIL_FROM`: the sender of Knock's email (`Knock
+    /// <hello@example.com>`); needed with `KNOCK_SMTP_URL`.
+    #[serde(default)]
+    pub mail_from: Option<String>,
+    /// `KNOCK_ADMIN_USER_IDS`: comma-separated Clerk user ids (or, in dev
+    /// mode, usernames) of the operators who may see `/admin/jobs` and
+    /// `/metrics`.
+    #[serde(default)]
+    pub admin_user_ids: Option<String>,
+    /// `KNOCK_METRICS_ADDR`: a second address that serves only `/metrics`,
+    /// to anyone who reaches it (for a scraper on a private network).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
     /// `KNOCK_ALLOW_DEV_AUTH`: `1` (or `true`) lets dev mode listen on a
     /// non-loopback address (anyone who reaches it can sign in as anyone).
     #[serde(default)]
@@ -159,6 +177,32 @@ fn default_clerk() -> ClerkSettings {
 
 fn default_clerk_api_url() -> String {
     "https://api.clerk.com".to_owned()
+}
+
+impl KnockSettings {
+    /// The operators of `KNOCK_ADMIN_USER_IDS`, trimmed, empties dropped.
+    pub fn operators(&self) -> Vec<String> {
+        self.admin_user_ids
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The mailer `KNOCK_SMTP_URL` and `KNOCK_MAIL_FROM` describe.
+    ///
+    /// # Errors
+    /// A one-line message naming the setting that does not parse.
+    pub fn mailer(&self) -> Result<crate::mail::Mailer, crate::mail::MailSettingError> {
+        crate::mail::Mailer::new(
+            self.smtp_url.as_ref(),
+            self.mail_from.as_deref(),
+            &self.data_dir,
+        )
+    }
 }
 
 impl ClerkSettings {
@@ -234,6 +278,10 @@ const KNOCK_ENV: &[(&str, &str)] = &[
     ("KNOCK_MAX_STREAMS_PER_USER", "max_streams_per_user"),
     ("KNOCK_WEBHOOK_RETENTION_DAYS", "webhook_retention_days"),
     ("KNOCK_ATTACHMENT_STORE", "attachment_store"),
+    ("KNOCK_SMTP_URL", "smtp_url"),
+    ("KNOCK_MAIL_FROM", "mail_from"),
+    ("KNOCK_ADMIN_USER_IDS", "admin_user_ids"),
+    ("KNOCK_METRICS_ADDR", "metrics_addr"),
     ("CLERK_PUBLISHABLE_KEY", "clerk.publishable_key"),
     ("CLERK_SECRET_KEY", "clerk.secret_key"),
     ("CLERK_JWT_KEY", "clerk.jwt_key"),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod database;
 pub mod embedded_postgres;
 pub mod health;
+pub mod metrics;
 pub mod serve;
 pub mod startup;
 pub mod state;

@@ -55,6 +55,9 @@ pub enum StartupError {
     /// `KNOCK_ATTACHMENT_STORE` names no store Knock supports.
     #[error("invalid setting KNOCK_ATTACHMENT_STORE: {0}")]
     AttachmentStore(String),
+    /// `KNOCK_SMTP_URL` or `KNOCK_MAIL_FROM` does not parse.
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailSettingError),
     /// `CLERK_WEBHOOK_SIGNING_SECRET` is not a Svix secret.
     #[error("invalid setting CLERK_WEBHOOK_SIGNING_SECRET: {0}")]
     WebhookSecret(String),
@@ -113,6 +116,8 @@ impl Application {
             .map(crate::attachments::store::ImageStore::from_url)
             .transpose()
             .map_err(StartupError::AttachmentStore)?;
+        let mailer = knock.mailer()?;
+        tracing::info!("email goes {}", mailer.describe());
         let database = Database::connect(knock).await?;
         let addr = settings.site_addr();
         let listener = match TcpListener::bind(addr).await {
@@ -121,6 +126,16 @@ impl Application {
                 database.shutdown().await;
                 return Err(StartupError::Bind { addr, source });
             }
+        };
+        let metrics_listener = match knock.metrics_addr {
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(source) => {
+                    database.shutdown().await;
+                    return Err(StartupError::Bind { addr, source });
+                }
+            },
+            None => None,
         };
         let tasks = BackgroundTasks::default();
         let mut state = AppState::new(
@@ -132,7 +147,19 @@ impl Application {
             &tasks,
         );
         state.images = images;
+        state.jobs = Arc::new(crate::jobs::server::Jobs::new(mailer));
         state.spawn_background(&tasks, knock);
+        if let Some(listener) = metrics_listener {
+            let metrics = Router::new()
+                .route("/metrics", get(super::metrics::open_metrics))
+                .with_state(state.clone());
+            tracing::info!(addr = ?listener.local_addr(), "serving /metrics");
+            tasks.spawn("metrics listener", async move {
+                if let Err(error) = axum::serve(listener, metrics).await {
+                    tracing::error!(%error, "the metrics listener stopped");
+                }
+            });
+        }
         Ok(Self {
             listener,
             tasks,
@@ -214,6 +241,7 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
     let compress = SizeAbove::new(256).and(NotForContentType::const_new("application/wasm"));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/api/webhooks/clerk", post(webhooks::clerk_webhook))
         .route("/api/avatars/{user_id}", get(crate::users::server::avatar))
         // Any other path under /api/ that no server function answers is a
@@ -261,6 +289,10 @@ pub fn router(state: AppState, settings: &KnockSettings) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::server::refuse_foreign_host,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::metrics::track,
         ))
         .layer(
             ServiceBuilder::new()

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 
 use super::{
     config::{KnockSettings, Settings},
@@ -29,8 +28,12 @@ pub struct AppState {
     /// Svix verification of Clerk's webhooks; `None` without
     /// `CLERK_WEBHOOK_SIGNING_SECRET` (the endpoint then answers 503).
     pub webhook: Option<Arc<svix::webhooks::Webhook>>,
-    /// Wakes the webhook worker when an event was stored.
-    pub webhook_wakeup: Arc<Notify>,
+    /// What background jobs need (the mailer), and the worker's wake-up.
+    pub jobs: Arc<crate::jobs::server::Jobs>,
+    /// `KNOCK_ADMIN_USER_IDS`: who may see `/admin/jobs` and `/metrics`.
+    pub operators: Arc<Vec<String>>,
+    /// Request, stream, message and job counts for `/metrics`.
+    pub metrics: Arc<super::metrics::Metrics>,
     /// This process's queue of sends, written in batches.
     pub sends: Arc<crate::messages::group_commit::Sends>,
     /// This process's real-time wake-ups.
@@ -89,7 +92,16 @@ impl AppState {
             pool,
             auth,
             webhook,
-            webhook_wakeup: Arc::new(Notify::new()),
+            // The configured mailer when it parses (start-up has checked it),
+            // else the outbox.
+            jobs: Arc::new(crate::jobs::server::Jobs::new(
+                knock.mailer().unwrap_or_else(|_| {
+                    crate::mail::Mailer::new(None, None, &knock.data_dir)
+                        .expect("the default sender parses")
+                }),
+            )),
+            operators: Arc::new(knock.operators()),
+            metrics: Arc::default(),
             clerk_api,
             sends: Default::default(),
             invite_limiter: Arc::new(crate::dms::server::invite_limiter(knock.invites_per_minute)),
@@ -107,15 +119,15 @@ impl AppState {
         }
     }
 
-    /// Starts the server's background work on `tasks`: the webhook worker,
+    /// Starts the server's background work on `tasks`: the job worker,
     /// LISTEN, the presence heartbeat, pruning of the event log, of
     /// processed webhooks and of images never sent, and dropping per-user state of quiet users.
     pub fn spawn_background(&self, tasks: &BackgroundTasks, knock: &KnockSettings) {
         use crate::webhooks::worker;
         let pool = &self.pool;
         tasks.spawn(
-            "webhook worker",
-            worker::run(pool.clone(), self.webhook_wakeup.clone()),
+            "job worker",
+            crate::jobs::server::work(pool.clone(), self.jobs.clone()),
         );
         tasks.spawn("listen", self.hub.clone().listen(pool.clone()));
         tasks.spawn(

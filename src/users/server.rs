@@ -222,6 +222,9 @@ async fn upsert_in(
     )
     .fetch_one(&mut **tx)
     .await?;
+    // In the same transaction: exactly one welcome email per created user.
+    crate::jobs::server::enqueue(&mut **tx, crate::jobs::Kind::WelcomeEmail, &id.to_string())
+        .await?;
     Ok(SyncOutcome::Created(id))
 }
 
@@ -271,8 +274,10 @@ async fn free_username(
 /// - `users`: the profile is emptied; the username becomes
 ///   [`TOMBSTONE_PREFIX`] + md5 of the Clerk id.
 /// - `webhook_events`: every delivery that mentions the Clerk id keeps only
-///   its type and `data.id`; one still waiting is marked done (nothing it
-///   says can apply to a tombstone).
+///   its type and `data.id` (applied later, it changes nothing: the user is
+///   a tombstone).
+/// - `jobs`: the errors of those deliveries' runs and of the user's welcome
+///   email are removed; a welcome email not yet sent is skipped.
 /// - `events`: `dm` events that showed the user to others show the
 ///   tombstone instead.
 ///
@@ -297,12 +302,21 @@ pub async fn tombstone(pool: &PgPool, clerk_id: &str) -> Result<SyncOutcome, sql
     sqlx::query!(
         "UPDATE webhook_events
             SET payload = jsonb_build_object('type', event_type,
-                                             'data', jsonb_build_object('id', $1::text)),
-                status = CASE WHEN status IN ('pending', 'failed') THEN 'done' ELSE status END,
-                last_error = NULL,
-                processed_at = COALESCE(processed_at, now())
+                                             'data', jsonb_build_object('id', $1::text))
           WHERE strpos(payload::text, $1) > 0",
         clerk_id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    // An error may quote what it failed on (an address, a name).
+    sqlx::query!(
+        "UPDATE jobs SET last_error = 'removed: the user was deleted'
+          WHERE last_error IS NOT NULL
+            AND ((kind = 'clerk_webhook' AND subject IN (
+                     SELECT svix_id FROM webhook_events WHERE strpos(payload::text, $1) > 0))
+                 OR (kind = 'welcome_email' AND subject = $2::uuid::text))",
+        clerk_id,
+        row.id as UserId,
     )
     .execute(&mut *tx)
     .await?;

@@ -7,9 +7,9 @@
 //! `webhook-signature`) with the `svix` crate (HMAC-SHA256 of
 //! `{id}.{timestamp}.{body}`, timestamps within 5 minutes either way, per
 //! Svix's verification guide), checks the body is a JSON event envelope,
-//! stores it in `webhook_events` keyed by that id, and
-//! only then answers 2xx. The worker ([`worker`]) applies stored events with
-//! retries; see `README.md` for the operator commands.
+//! stores it in `webhook_events` keyed by that id with its `clerk_webhook`
+//! job, and only then answers 2xx. The job ([`worker`]) applies it, with
+//! retries; operators see every run at `/admin/jobs` (see `README.md`).
 
 use axum::{
     Json,
@@ -21,7 +21,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::server::state::AppState;
+use crate::{jobs::Kind, server::state::AppState};
 
 pub mod worker;
 
@@ -116,12 +116,20 @@ pub async fn clerk_webhook(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // One statement: the delivery and its job are stored together or not at all.
     let stored = sqlx::query!(
-        "INSERT INTO webhook_events (svix_id, event_type, payload) VALUES ($1, $2, $3)
-         ON CONFLICT (svix_id) DO NOTHING",
+        "WITH stored AS (
+             INSERT INTO webhook_events (svix_id, event_type, payload) VALUES ($1, $2, $3)
+             ON CONFLICT (svix_id) DO NOTHING
+             RETURNING svix_id)
+         INSERT INTO jobs (kind, subject, max_attempts)
+         SELECT $4, svix_id, $5 FROM stored
+         ON CONFLICT (kind, subject) DO NOTHING",
         svix_id,
         event.event_type,
         payload,
+        Kind::ClerkWebhook.as_str(),
+        Kind::ClerkWebhook.max_attempts(),
     )
     .execute(&state.pool)
     .await;
@@ -129,7 +137,7 @@ pub async fn clerk_webhook(
         Ok(result) => {
             if result.rows_affected() == 1 {
                 tracing::info!(svix_id, event_type = %event.event_type, "webhook stored");
-                state.webhook_wakeup.notify_one();
+                state.jobs.wakeup.notify_one();
             } else {
                 tracing::info!(svix_id, "repeated webhook delivery; already stored");
             }

@@ -22,12 +22,33 @@ use uuid::Uuid;
 /// The webhook signing secret the tests sign with (`whsec_` + base64).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// Settings for tests: defaults with a 128 KiB body limit.
+/// Settings for tests: defaults with a 128 KiB body limit, and a data
+/// directory of this test process's own (where the email outbox is).
 pub fn settings() -> Settings {
     Settings::from_figment(
-        Settings::defaults().merge(Serialized::default("knock.body_limit_bytes", 128 * 1024)),
+        Settings::defaults()
+            .merge(Serialized::default("knock.body_limit_bytes", 128 * 1024))
+            .merge(Serialized::default("knock.data_dir", data_dir())),
     )
     .expect("test settings")
+}
+
+/// This test process's data directory, removed by nobody (it is under the
+/// system's temporary directory).
+pub fn data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("knock-tests-{}", std::process::id()))
+}
+
+/// The jobs' context as the test settings make it: email to the outbox in
+/// [`data_dir`].
+pub fn jobs() -> Arc<knock::jobs::server::Jobs> {
+    static JOBS: OnceLock<Arc<knock::jobs::server::Jobs>> = OnceLock::new();
+    JOBS.get_or_init(|| {
+        Arc::new(knock::jobs::server::Jobs::new(
+            settings().knock.mailer().expect("the outbox mailer"),
+        ))
+    })
+    .clone()
 }
 
 /// Dev-mode keys, made once per test binary.
