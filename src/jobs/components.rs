@@ -116,6 +116,7 @@ fn Runs(runs: Vec<JobRun>, status: String, retry: ServerAction<RetryJob>) -> imp
                         <thead>
                             <tr>
                                 <th scope="col">"Run"</th>
+                                <th scope="col">"Enqueued"</th>
                                 <th scope="col">"Kind"</th>
                                 <th scope="col">"Subject"</th>
                                 <th scope="col">"Status"</th>
@@ -146,8 +147,14 @@ fn Runs(runs: Vec<JobRun>, status: String, retry: ServerAction<RetryJob>) -> imp
 #[component]
 fn RunRow(run: JobRun, status: String, retry: ServerAction<RetryJob>) -> impl IntoView {
     let subject = match &run.username {
-        Some(username) => format!("@{username} ({})", run.subject),
-        None => run.subject.clone(),
+        Some(username) => view! {
+            "@"
+            {username.clone()}
+            <br />
+            <span class="muted">{run.subject.clone()}</span>
+        }
+        .into_any(),
+        None => run.subject.clone().into_any(),
     };
     let steps = run
         .steps
@@ -166,6 +173,7 @@ fn RunRow(run: JobRun, status: String, retry: ServerAction<RetryJob>) -> impl In
     view! {
         <tr data-run=run.id data-status=run.status.as_str()>
             <td>{run.id}</td>
+            <td>{when(run.created_at)}</td>
             <td>{run.kind.label()}</td>
             <td class="job-subject">{subject}</td>
             <td>
