@@ -595,3 +595,80 @@ async fn metrics_count_runs_requests_streams_and_messages(pool: PgPool) {
         assert!(text.contains(line), "{line} in\n{text}");
     }
 }
+
+#[sqlx::test]
+async fn a_running_server_sends_the_welcome_email_and_serves_metrics_on_its_own_address(
+    _: sqlx::postgres::PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    use figment::providers::Serialized;
+    use knock::server::{config::Settings, startup::Application};
+    use sqlx::ConnectOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::from_figment(
+        Settings::defaults()
+            .merge(Serialized::default(
+                "knock.database_url",
+                options.to_url_lossy().to_string(),
+            ))
+            .merge(Serialized::default("knock.data_dir", dir.path()))
+            .merge(Serialized::default("knock.metrics_addr", "127.0.0.1:0"))
+            .merge(Serialized::default("leptos.site-addr", "127.0.0.1:0")),
+    )
+    .unwrap();
+    let app = Application::build(settings).await.expect("start");
+    let (base, metrics) = (app.local_addr(), app.metrics_addr().expect("bound"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    // A newcomer signs up in dev mode.
+    let signed_up = client
+        .post(format!("http://{base}/api/session/dev-sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=newcomer")
+        .send()
+        .await
+        .unwrap();
+    assert!(signed_up.status().is_redirection() || signed_up.status().is_success());
+    // The worker writes the welcome email to the outbox within moments.
+    let mut mail = Vec::new();
+    for _ in 0..100 {
+        mail = outbox(dir.path());
+        if !mail.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(mail.len(), 1, "one welcome email in the outbox");
+    assert!(
+        mail[0].contains("To: newcomer@knock.localhost"),
+        "{}",
+        mail[0]
+    );
+
+    let open = client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    let text = open.text().await.unwrap();
+    assert!(
+        text.contains("knock_job_runs{kind=\"welcome_email\",status=\"done\"} 1"),
+        "{text}"
+    );
+    let guarded = client
+        .get(format!("http://{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        guarded.status(),
+        StatusCode::NOT_FOUND,
+        "the main address keeps it for operators"
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}

@@ -80,6 +80,7 @@ pub struct Application {
     limits: super::serve::ConnectionLimits,
     hub: Arc<crate::realtime::server::Hub>,
     tasks: BackgroundTasks,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Application {
@@ -149,6 +150,9 @@ impl Application {
         state.images = images;
         state.jobs = Arc::new(crate::jobs::server::Jobs::new(mailer));
         state.spawn_background(&tasks, knock);
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
         if let Some(listener) = metrics_listener {
             let metrics = Router::new()
                 .route("/metrics", get(super::metrics::open_metrics))
@@ -168,6 +172,7 @@ impl Application {
             database,
             grace: settings.knock.shutdown_grace(),
             limits: settings.knock.connection_limits(),
+            metrics_addr,
         })
     }
 
@@ -176,6 +181,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The address bound for `KNOCK_METRICS_ADDR`, if set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The shared pool (tests inspect the database through it).
@@ -198,6 +208,7 @@ impl Application {
             hub,
             limits,
             tasks,
+            metrics_addr: _,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let shutdown = async {
