@@ -93,6 +93,8 @@ pub async fn dev_sign_in(username: String) -> Result<(), AppError> {
             ..ClerkUser::default()
         };
         upsert_from_clerk(&state.pool, &user).await?;
+        // The welcome email was enqueued with the user.
+        state.jobs.wakeup.notify_one();
     }
     let token = state
         .auth

@@ -27,6 +27,9 @@ pub const LEASE: Duration = Duration::from_secs(300);
 /// How often an idle worker looks for due jobs when nothing wakes it (a job
 /// enqueued on another instance, a retry coming due).
 pub const POLL: Duration = Duration::from_secs(2);
+/// Runs one instance works on at once: an email waits on its SMTP server
+/// for a while, and the others need not wait behind it.
+pub const WORKERS: usize = 4;
 /// The longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 

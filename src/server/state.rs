@@ -125,10 +125,12 @@ impl AppState {
     pub fn spawn_background(&self, tasks: &BackgroundTasks, knock: &KnockSettings) {
         use crate::webhooks::worker;
         let pool = &self.pool;
-        tasks.spawn(
-            "job worker",
-            crate::jobs::server::work(pool.clone(), self.jobs.clone()),
-        );
+        for _ in 0..crate::jobs::server::WORKERS {
+            tasks.spawn(
+                "job worker",
+                crate::jobs::server::work(pool.clone(), self.jobs.clone()),
+            );
+        }
         tasks.spawn("listen", self.hub.clone().listen(pool.clone()));
         tasks.spawn(
             "presence heartbeat",

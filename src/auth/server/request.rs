@@ -14,7 +14,7 @@ use crate::{
     server::state::AppState,
     users::{
         User,
-        server::{ClerkUser, find_by_clerk_id, upsert_from_clerk},
+        server::{ClerkUser, SyncOutcome, find_by_clerk_id, upsert_from_clerk},
     },
 };
 
@@ -107,7 +107,10 @@ pub async fn user_for_claims(state: &AppState, claims: &SessionClaims) -> Result
     if user.id != claims.sub {
         return Err(AppError::Unauthorized);
     }
-    upsert_from_clerk(&state.pool, &user).await?;
+    if let SyncOutcome::Created(_) = upsert_from_clerk(&state.pool, &user).await? {
+        // The welcome email was enqueued with the user.
+        state.jobs.wakeup.notify_one();
+    }
     match find_by_clerk_id(&state.pool, &claims.sub).await? {
         Some((user, false)) => Ok(user),
         _ => Err(AppError::Unauthorized),
