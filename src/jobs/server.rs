@@ -20,7 +20,10 @@ use sqlx::{PgExecutor, PgPool};
 use tokio::sync::Notify;
 
 use super::{JobRun, JobStatus, JobStep, Kind};
-use crate::mail::Mailer;
+use crate::{
+    mail::Mailer,
+    server::database::{PRUNE_BATCH, delete_in_batches},
+};
 
 /// How long a claimed job is reserved for the instance running it.
 pub const LEASE: Duration = Duration::from_secs(300);
@@ -390,9 +393,6 @@ pub async fn counts(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::E
         .collect())
 }
 
-/// Rows deleted per statement when pruning.
-const PRUNE_BATCH: i64 = 1000;
-
 /// Deletes `done` runs that finished more than `days` ago, in batches (a
 /// failed run stays until it is retried); returns how many. A welcome email
 /// run is kept, since it is what makes the email once per user.
@@ -400,8 +400,7 @@ const PRUNE_BATCH: i64 = 1000;
 /// # Errors
 /// The database error.
 pub async fn prune(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
+    delete_in_batches(|| async {
         let deleted = sqlx::query!(
             "DELETE FROM jobs WHERE id IN (
                  SELECT id FROM jobs
@@ -412,11 +411,8 @@ pub async fn prune(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
             PRUNE_BATCH,
         )
         .execute(pool)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < PRUNE_BATCH as u64 {
-            return Ok(total);
-        }
-    }
+        .await?;
+        Ok(deleted.rows_affected())
+    })
+    .await
 }

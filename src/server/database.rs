@@ -10,6 +10,30 @@ use super::{
     embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError},
 };
 
+/// Rows one pruning statement deletes at most, so that pruning never holds
+/// locks or a snapshot for long.
+pub const PRUNE_BATCH: i64 = 1000;
+
+/// Runs `delete`, a statement that deletes at most [`PRUNE_BATCH`] rows and
+/// returns how many, until it deletes fewer; returns the total.
+///
+/// # Errors
+/// The first database error.
+pub async fn delete_in_batches<F, Fut>(mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = delete().await?;
+        total += deleted;
+        if deleted < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
 /// The migrations in `migrations/`, compiled into the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -13,6 +13,7 @@ use crate::{
         self, Kind,
         server::{Filter, JobError, Run},
     },
+    server::database::{PRUNE_BATCH, delete_in_batches},
     users::server::{ClerkUser, SyncOutcome, tombstone, upsert_from_clerk},
 };
 
@@ -136,10 +137,6 @@ pub async fn retry_now(pool: &PgPool, svix_id: Option<&str>) -> Result<u64, sqlx
 /// an operator to look into a delivery.
 pub const RETENTION_DAYS: u32 = 7;
 
-/// Rows deleted per statement when pruning, so that pruning never holds
-/// locks or a snapshot for long.
-const PRUNE_BATCH: i64 = 1000;
-
 /// Deletes deliveries processed more than `days` ago (unprocessed ones
 /// stay), in batches, and finished runs of jobs as old
 /// ([`jobs::server::prune`]); returns how many deliveries.
@@ -147,8 +144,7 @@ const PRUNE_BATCH: i64 = 1000;
 /// # Errors
 /// The database error.
 pub async fn prune(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
+    let deliveries = delete_in_batches(|| async {
         let deleted = sqlx::query!(
             "DELETE FROM webhook_events WHERE svix_id IN (
                  SELECT svix_id FROM webhook_events
@@ -158,14 +154,12 @@ pub async fn prune(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
             PRUNE_BATCH,
         )
         .execute(pool)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < PRUNE_BATCH as u64 {
-            jobs::server::prune(pool, days).await?;
-            return Ok(total);
-        }
-    }
+        .await?;
+        Ok(deleted.rows_affected())
+    })
+    .await?;
+    jobs::server::prune(pool, days).await?;
+    Ok(deliveries)
 }
 
 /// Forever: [`prune`] every hour.
