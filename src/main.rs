@@ -69,8 +69,13 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `knock webhooks failed` / `knock webhooks retry [SVIX_ID]`.
-async fn webhooks(settings: Settings, svix_id: Option<&str>, retry: bool) -> ExitCode {
+/// Runs an operator command against the server's database: connects (the
+/// same settings as the server), runs `command`, closes the pool.
+async fn with_database<F, Fut>(settings: Settings, command: F) -> ExitCode
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), sqlx::Error>>,
+{
     let database = match Database::connect(&settings.knock).await {
         Ok(database) => database,
         Err(error) => {
@@ -78,25 +83,7 @@ async fn webhooks(settings: Settings, svix_id: Option<&str>, retry: bool) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    let result = if retry {
-        worker::retry_now(&database.pool, svix_id)
-            .await
-            .map(|n| println!("{n} event(s) due for another attempt"))
-    } else {
-        worker::failed(&database.pool).await.map(|events| {
-            for e in &events {
-                println!(
-                    "{}\t{}\tattempts={}\treceived={}\t{}",
-                    e.svix_id,
-                    e.event_type,
-                    e.attempts,
-                    e.received_at,
-                    e.last_error.as_deref().unwrap_or("")
-                );
-            }
-            println!("{} failed event(s)", events.len());
-        })
-    };
+    let result = command(database.pool.clone()).await;
     database.close_for_command().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,52 +94,62 @@ async fn webhooks(settings: Settings, svix_id: Option<&str>, retry: bool) -> Exi
     }
 }
 
+/// `knock webhooks failed` / `knock webhooks retry [SVIX_ID]`.
+async fn webhooks(settings: Settings, svix_id: Option<&str>, retry: bool) -> ExitCode {
+    with_database(settings, |pool| async move {
+        if retry {
+            let n = worker::retry_now(&pool, svix_id).await?;
+            println!("{n} event(s) due for another attempt");
+        } else {
+            let events = worker::failed(&pool).await?;
+            for e in &events {
+                println!(
+                    "{}\t{}\t{}\tattempts={}\treceived={}\t{}",
+                    e.svix_id,
+                    e.event_type,
+                    e.status,
+                    e.attempts,
+                    e.received_at,
+                    e.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} failed event(s)", events.len());
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// `knock jobs failed` / `knock jobs retry [ID]`.
 async fn jobs(settings: Settings, id: Option<i64>, retry: bool) -> ExitCode {
     use knock::jobs::{JobStatus, server::Filter};
-    let database = match Database::connect(&settings.knock).await {
-        Ok(database) => database,
-        Err(error) => {
-            eprintln!("knock: {error}");
-            return ExitCode::FAILURE;
+    with_database(settings, |pool| async move {
+        if retry {
+            let n = knock::jobs::server::retry(&pool, id, &Filter::default()).await?;
+            println!("{n} run(s) due for another attempt");
+        } else {
+            let filter = Filter {
+                statuses: vec![JobStatus::Failed, JobStatus::Retrying],
+                ..Filter::default()
+            };
+            let runs = knock::jobs::server::list(&pool, &filter, i64::MAX).await?;
+            for run in &runs {
+                println!(
+                    "{}\t{}\t{}\t{}\tattempts={}/{}\t{}",
+                    run.id,
+                    run.kind.as_str(),
+                    run.subject,
+                    run.status.as_str(),
+                    run.attempts,
+                    run.max_attempts,
+                    run.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} failed run(s)", runs.len());
         }
-    };
-    let pool = &database.pool;
-    let result = if retry {
-        knock::jobs::server::retry(pool, id, &Filter::default())
-            .await
-            .map(|n| println!("{n} run(s) due for another attempt"))
-    } else {
-        let filter = Filter {
-            statuses: vec![JobStatus::Failed, JobStatus::Retrying],
-            ..Filter::default()
-        };
-        knock::jobs::server::list(pool, &filter, i64::MAX)
-            .await
-            .map(|runs| {
-                for run in &runs {
-                    println!(
-                        "{}\t{}\t{}\t{}\tattempts={}/{}\t{}",
-                        run.id,
-                        run.kind.as_str(),
-                        run.subject,
-                        run.status.as_str(),
-                        run.attempts,
-                        run.max_attempts,
-                        run.last_error.as_deref().unwrap_or("")
-                    );
-                }
-                println!("{} failed run(s)", runs.len());
-            })
-    };
-    database.close_for_command().await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("knock: {error}");
-            ExitCode::FAILURE
-        }
-    }
+        Ok(())
+    })
+    .await
 }
 
 async fn serve(settings: Settings) -> ExitCode {
