@@ -66,6 +66,16 @@ async fn welcome_run(pool: &PgPool, user: &str) -> (String, i32, Option<String>)
     .unwrap()
 }
 
+/// Seconds until the welcome email run's next attempt.
+async fn next_attempt_in(pool: &PgPool) -> f64 {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM run_at - now())::float8 FROM jobs WHERE kind = 'welcome_email'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Makes every waiting run due now (instead of waiting out its backoff).
 async fn make_due(pool: &PgPool) {
     sqlx::query("UPDATE jobs SET run_at = now() WHERE status IN ('pending', 'retrying')")
@@ -334,12 +344,7 @@ async fn the_welcome_email_retries_while_smtp_refuses_then_is_sent(pool: PgPool)
         !run_one(&pool, &jobs).await.unwrap(),
         "the next attempt waits for its backoff"
     );
-    let wait: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 FROM jobs WHERE kind = 'welcome_email'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let wait = next_attempt_in(&pool).await;
     assert!(
         (0.5..=2.5).contains(&wait),
         "backoff after one failure: {wait} s"
@@ -349,12 +354,7 @@ async fn the_welcome_email_retries_while_smtp_refuses_then_is_sent(pool: PgPool)
     assert!(run_one(&pool, &jobs).await.unwrap());
     let (_, attempts, _) = welcome_run(&pool, "user_ada").await;
     assert_eq!(attempts, 2);
-    let wait: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 FROM jobs WHERE kind = 'welcome_email'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let wait = next_attempt_in(&pool).await;
     assert!(
         (2.5..=4.5).contains(&wait),
         "backoff after two failures: {wait} s"
