@@ -242,7 +242,13 @@ pub async fn run_one(pool: &PgPool, jobs: &Jobs) -> Result<bool, sqlx::Error> {
             )
             .fetch_one(pool)
             .await?;
-            tracing::warn!(job = id, kind, attempt, %error, status, "job attempt failed");
+            // A retry is routine (the runs page shows it); a run that
+            // stopped needs an operator.
+            if status == "failed" {
+                tracing::warn!(job = id, kind, attempt, %error, "job failed");
+            } else {
+                tracing::info!(job = id, kind, attempt, %error, "job attempt failed; will retry");
+            }
         }
     }
     Ok(true)
