@@ -177,8 +177,8 @@ pub fn welcome_message(
 
 /// The `welcome_email` job for the user whose id is `run.subject`: one
 /// step, `send`, which sends the welcome email to their primary address.
-/// A deleted user is skipped (the step says so); a user with no address
-/// yet is retried, and skipped on the last attempt.
+/// A deleted user, or one whose address was removed, is skipped (the step
+/// says so).
 ///
 /// # Errors
 /// As [`Mailer::send`]; [`JobError::Permanent`] for a subject that is no
@@ -188,7 +188,6 @@ pub async fn welcome(pool: &PgPool, mailer: &Mailer, run: &mut Run) -> Result<()
         .subject
         .parse()
         .map_err(|_| JobError::Permanent(format!("not a user id: {}", run.subject)))?;
-    let (run_attempt, max_attempts) = (run.attempt, run.max_attempts);
     run.step("send", || async {
         let row = sqlx::query!(
             "SELECT username, email, first_name, deleted_at IS NOT NULL AS \"deleted!\"
@@ -203,15 +202,10 @@ pub async fn welcome(pool: &PgPool, mailer: &Mailer, run: &mut Run) -> Result<()
         if row.deleted {
             return Ok("skipped: the user was deleted".to_owned());
         }
+        // The run is enqueued with the user's first address; it may have
+        // been removed since.
         let Some(email) = row.email.filter(|e| !e.is_empty()) else {
-            // A user the first-request fallback created from a session token
-            // has no address until Clerk's webhook brings it: wait for it,
-            // and give up quietly (a phone-only user has none).
-            return if run_attempt < max_attempts {
-                Err(JobError::Retry("no email address yet".into()))
-            } else {
-                Ok("skipped: no email address".to_owned())
-            };
+            return Ok("skipped: no email address".to_owned());
         };
         let name = row
             .first_name

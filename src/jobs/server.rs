@@ -115,8 +115,6 @@ pub struct Run {
     pub subject: String,
     /// This attempt's number, from 1.
     pub attempt: i32,
-    /// Attempts allowed before the run stops as failed.
-    pub max_attempts: i32,
     done: Map<String, Value>,
     pool: PgPool,
 }
@@ -169,7 +167,7 @@ pub async fn claim(pool: &PgPool) -> Result<Option<Run>, sqlx::Error> {
              WHERE status IN ('pending', 'retrying', 'running') AND run_at <= now()
              ORDER BY run_at, id
              FOR UPDATE SKIP LOCKED LIMIT 1)
-         RETURNING id, kind, subject, attempts, max_attempts, steps",
+         RETURNING id, kind, subject, attempts, steps",
         LEASE.as_secs_f64(),
     )
     .fetch_optional(pool)
@@ -186,7 +184,6 @@ pub async fn claim(pool: &PgPool) -> Result<Option<Run>, sqlx::Error> {
         kind,
         subject: row.subject,
         attempt: row.attempts,
-        max_attempts: row.max_attempts,
         done: match row.steps {
             Value::Object(done) => done,
             _ => Map::new(),

@@ -174,7 +174,7 @@ async fn upsert_in(
 ) -> Result<SyncOutcome, sqlx::Error> {
     let updated_at = clerk_time(clerk.updated_at);
     let existing = sqlx::query!(
-        r#"SELECT id AS "id: UserId", clerk_updated_at, deleted_at
+        r#"SELECT id AS "id: UserId", clerk_updated_at, deleted_at, email
            FROM users WHERE clerk_id = $1 FOR UPDATE"#,
         clerk.id,
     )
@@ -207,6 +207,9 @@ async fn upsert_in(
         )
         .execute(&mut **tx)
         .await?;
+        if row.email.as_deref().is_none_or(str::is_empty) {
+            welcome(tx, row.id, clerk).await?;
+        }
         return Ok(SyncOutcome::Updated(row.id));
     }
     let id = sqlx::query_scalar!(
@@ -222,10 +225,24 @@ async fn upsert_in(
     )
     .fetch_one(&mut **tx)
     .await?;
-    // In the same transaction: exactly one welcome email per created user.
-    crate::jobs::server::enqueue(&mut **tx, crate::jobs::Kind::WelcomeEmail, &id.to_string())
-        .await?;
+    welcome(tx, id, clerk).await?;
     Ok(SyncOutcome::Created(id))
+}
+
+/// Enqueues the user's welcome email, in the transaction that gives them
+/// their first address: at creation, or when Clerk's data brings the
+/// address to a user the first-request fallback created without one. At
+/// most once per user (one `welcome_email` run per subject).
+async fn welcome(
+    tx: &mut Transaction<'_, Postgres>,
+    id: UserId,
+    clerk: &ClerkUser,
+) -> Result<(), sqlx::Error> {
+    if clerk.primary_email().is_some_and(|e| !e.is_empty()) {
+        crate::jobs::server::enqueue(&mut **tx, crate::jobs::Kind::WelcomeEmail, &id.to_string())
+            .await?;
+    }
+    Ok(())
 }
 
 /// `base`, or the first of `base2`, `base3`, … that no other user holds

@@ -48,7 +48,7 @@ pub async fn apply(pool: &PgPool, event_type: &str, payload: &Value) -> Result<S
             let user: ClerkUser = serde_json::from_value(data)
                 .map_err(|e| JobError::Permanent(format!("bad user object: {e}")))?;
             Ok(match upsert_from_clerk(pool, &user).await? {
-                SyncOutcome::Created(id) => format!("created user {id}; welcome email queued"),
+                SyncOutcome::Created(id) => format!("created user {id}"),
                 SyncOutcome::Updated(id) => format!("updated user {id}"),
                 SyncOutcome::Stale(id) => format!("user {id} holds newer data; nothing changed"),
                 SyncOutcome::Tombstoned(id) => format!("user {id} is deleted; nothing changed"),

@@ -123,13 +123,19 @@ pub struct Person {
     pub token: String,
 }
 
-/// Creates the user `name` (Clerk id `user_{name}`) through the user sync.
+/// Creates the user `name` (Clerk id `user_{name}`, address
+/// `{name}@example.com`) through the user sync.
 pub async fn person(pool: &PgPool, name: &str) -> Person {
-    use knock::users::server::{ClerkUser, upsert_from_clerk};
+    use knock::users::server::{ClerkEmailAddress, ClerkUser, upsert_from_clerk};
     let clerk_id = format!("user_{name}");
     let user = ClerkUser {
         id: clerk_id.clone(),
         username: Some(name.into()),
+        primary_email_address_id: Some("idn_1".into()),
+        email_addresses: vec![ClerkEmailAddress {
+            id: "idn_1".into(),
+            email_address: format!("{name}@example.com"),
+        }],
         updated_at: 1,
         ..Default::default()
     };
